@@ -1,0 +1,30 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: test demo lint venv fonts clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks run.py
+	$(PY) -m pytest
+
+# Fonts for the glyph dataset: Debian packages when root, else whatever the machine has.
+fonts:
+	bash scripts/install_fonts.sh
+
+demo: $(STAMP) fonts
+	$(VENV)/bin/sdm demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks run.py

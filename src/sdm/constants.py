@@ -1,0 +1,52 @@
+"""Names, paths and protocol numbers shared across the package, kept in one place."""
+
+# Dataset names as used in configs and on the command line.
+CUB200 = "cub200"
+CARS196 = "cars196"
+GLYPHS = "glyphs"
+FOLDER = "folder"
+CSV = "csv"
+DATASET_NAMES = (CUB200, CARS196, GLYPHS, FOLDER, CSV)
+
+DEFAULT_DATASET_ROOT = "data"
+DEFAULT_EXPERIMENTS_ROOT = "experiments"
+
+# On-disk layouts below the dataset root (the official archives unpack to these).
+CUB_FOLDER = "cub2011"
+CUB_IMAGES = "cub2011/CUB_200_2011/images"
+CUB_ARCHIVE = "cub2011/CUB_200_2011.tgz"
+CARS_FOLDER = "cars196"
+CARS_ANNOTATIONS = "cars196/cars_annos.mat"
+CARS_IMAGES = "cars196/car_ims"
+GLYPHS_FOLDER = "glyphs"
+GLYPHS_ARCHIVE = "glyphs/glyphs.npz"
+GLYPHS_MANIFEST = "glyphs/manifest.json"
+RESIZED_CACHE_FOLDER = "resized256"
+
+EXPECTED_COUNTS = {CUB200: (11788, 200), CARS196: (16185, 196)}
+
+# MLRC protocol.
+NUM_FOLDS = 4
+VAL_FRACTION = 0.125
+TEST_FRACTION = 0.5
+
+# Image pipelines.
+RESIZE = 256
+CROP = 227
+BNINCEPTION_MEAN_BGR_255 = (104.0, 117.0, 128.0)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Metric names (keys of retrieval_metrics and columns of every results table).
+PRECISION_AT_1 = "precision_at_1"
+R_PRECISION = "r_precision"
+MAP_AT_R = "mean_average_precision_at_r"
+METRIC_NAMES = (PRECISION_AT_1, R_PRECISION, MAP_AT_R)
+METRIC_SHORT_NAMES = {PRECISION_AT_1: "P@1", R_PRECISION: "RP", MAP_AT_R: "MAP@R"}
+
+# SDM defaults (the paper's setting).
+SDM_PASSES = 8
+SDM_MASKS = 8
+SDM_EMBEDDING_DROPOUT = 0.05
+SDM_FEATURE_DROPOUT = 0.1
+SDM_ALPHA = 32.0
