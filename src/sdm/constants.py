@@ -50,3 +50,14 @@ SDM_MASKS = 8
 SDM_EMBEDDING_DROPOUT = 0.05
 SDM_FEATURE_DROPOUT = 0.1
 SDM_ALPHA = 32.0
+
+# --- Retrieval metrics (sdm.metrics) ---
+# Key of retrieval_metrics' result holding how many queries were scored (those with R >= 1).
+NUM_QUERIES = "num_queries"
+
+# --- data layer (sdm.data) ---
+# Input conventions of trunks: which pipeline sdm.data.transforms.build_transform builds.
+BNINCEPTION_INPUT = "bninception"
+IMAGENET_INPUT = "imagenet"
+GLYPH_INPUT = "glyph"
+INPUT_CONVENTIONS = (BNINCEPTION_INPUT, IMAGENET_INPUT, GLYPH_INPUT)

@@ -1,0 +1,167 @@
+"""The ``sdm`` command: train, evaluate, demo, report, data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sdm.config import ConfigError, load_config
+
+DESCRIPTION = """\
+Sensitivity-aware Distance Measurement (SDM) for deep metric learning, under the
+Metric Learning Reality Check protocol (4 class-disjoint folds, test on unseen classes).
+
+examples:
+  sdm demo                                    baseline vs SDM on the glyph dataset (CPU)
+  sdm train exp_configs/cub_ms.yaml           the paper's CUB multi-similarity + SDM
+  sdm train exp_configs/cub_ms.yaml training.seed=1 name=cub_ms_seed1
+  sdm evaluate exp_configs/cub_ms.yaml        separated (128-d) and concatenated (512-d)
+  sdm report experiments/cub_ms experiments/cub_ms_baseline
+  sdm data check cub200 --dataset-root data   what is on disk, and the split sizes
+"""
+
+
+def _split_configs(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Positional arguments: YAML files, then ``key.sub=value`` overrides."""
+    files = [item for item in items if "=" not in item]
+    overrides = [item for item in items if "=" in item]
+    return files, overrides
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="+", metavar="CONFIG|KEY=VALUE",
+                        help="YAML config files (merged in order), then overrides such as "
+                             "training.seed=1 or sdm.enabled=false")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from sdm.engine.experiment import run_experiment
+
+    config = load_config(*_split_configs(args.config))
+    for summary in run_experiment(config, allow_config_change=args.allow_config_change):
+        print(f"fold {summary['fold']}: best epoch {summary['best_epoch']}, "
+              f"val MAP@R {100 * summary['best_val_map_at_r']:.2f}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from sdm.engine import evaluate as ev
+    from sdm.engine.experiment import experiment_folder, load_experiment_dataset
+
+    config = load_config(*_split_configs(args.config))
+    modes = ev.EVAL_MODES if args.mode == "both" else (args.mode,)
+    dataset, splits = load_experiment_dataset(config)
+    folder = experiment_folder(config)
+    if args.released_models:
+        models = [ev.load_released_model(config, trunk, embedder)
+                  for trunk, embedder in ev.find_released_models(args.released_models)]
+        test_set = ev.build_test_set(config, dataset, splits)
+        results = {"experiment": config.name, "split": "test",
+                   "trained": ev.evaluate_models(models, test_set, config, modes)}
+        ev.write_results(folder / "results_released", config.name, results)
+        folder = folder / "results_released"
+    else:
+        results = ev.evaluate_experiment(config, folder, dataset, splits, modes,
+                                         pretrained=not args.no_pretrained)
+        folder = folder / "results"
+    rows = [ev.percent_row(config.name, results["trained"])]
+    if "pretrained" in results:
+        rows.insert(0, ev.percent_row("Pretrained", results["pretrained"]))
+    print(ev.markdown_table(rows))
+    if args.retrieval_picture:
+        from sdm.retrieval_picture import experiment_retrieval_picture
+
+        picture = experiment_retrieval_picture(config, experiment_folder(config), dataset, splits,
+                                               folder / "retrieval.png")
+        print(f"retrieval picture: {picture}")
+    print(f"results written to {folder}/")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sdm.report import write_report
+
+    path = write_report(args.experiments, args.output)
+    print(path.read_text())
+    if args.retrieval_picture:
+        from sdm.engine.experiment import load_experiment_dataset
+        from sdm.retrieval_picture import experiment_retrieval_picture
+
+        for folder in args.experiments:
+            config = load_config([Path(folder) / "config.yaml"])
+            dataset, splits = load_experiment_dataset(config)
+            picture = experiment_retrieval_picture(
+                config, folder, dataset, splits, path.parent / f"retrieval_{config.name}.png")
+            print(f"retrieval picture: {picture}")
+    print(f"report and plots written to {path.parent}/")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sdm.demo import run_demo
+
+    run_demo(dataset_root=args.dataset_root, experiments_root=args.experiments_root,
+             quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sdm.data.commands import register as register_data
+
+    parser = argparse.ArgumentParser(
+        prog="sdm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train the folds of an experiment (resumes)")
+    _add_config_arguments(train)
+    train.add_argument("--allow-config-change", action="store_true",
+                       help="resume even though the config differs from the saved one "
+                            "(the difference is recorded)")
+    train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("evaluate", help="test-set results of a trained experiment")
+    _add_config_arguments(evaluate)
+    evaluate.add_argument("--mode", choices=["separated", "concatenated", "both"],
+                          default="both", help="per-fold-model (128-d) or concatenated (512-d)")
+    evaluate.add_argument("--no-pretrained", action="store_true",
+                          help="skip the 'Pretrained' row (epoch 0, untrained embedder)")
+    evaluate.add_argument("--released-models", metavar="DIR",
+                          help="evaluate the paper's released trunk_best<E>.pth / "
+                               "embedder_best<E>.pth files found below DIR instead")
+    evaluate.add_argument("--retrieval-picture", action="store_true",
+                          help="also draw test queries with their top-5 neighbours "
+                               "(results/retrieval.png)")
+    evaluate.set_defaults(func=_evaluate)
+
+    report = commands.add_parser(
+        "report", help="finished experiments in one table beside the paper's numbers, and plots")
+    report.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR",
+                        help="experiment folders evaluated with `sdm evaluate`")
+    report.add_argument("--output", default="experiments/report", help="where to write")
+    report.add_argument("--retrieval-picture", action="store_true",
+                        help="also draw test queries and their top-5 neighbours per experiment")
+    report.set_defaults(func=_report)
+
+    demo = commands.add_parser("demo", help="baseline vs SDM on the embedded glyph dataset")
+    demo.add_argument("--dataset-root", default="data")
+    demo.add_argument("--experiments-root", default="experiments/demo")
+    demo.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
+    demo.set_defaults(func=_demo)
+
+    register_data(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        print(f"sdm {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

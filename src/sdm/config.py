@@ -1,0 +1,227 @@
+"""Experiment configuration: typed groups with defaults, YAML files, command-line overrides.
+
+A config is an ``ExperimentConfig`` made of groups (dataset, model, loss, sdm, optimizer,
+training, evaluation). YAML files and ``key.sub=value`` overrides are merged onto the typed
+defaults with OmegaConf, which rejects unknown keys and wrong types; the errors raised here
+name the key and list the valid keys beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+from sdm import constants as C
+
+
+@dataclass
+class DatasetConfig:
+    """Which images, where. ``path`` is the folder or CSV for users' own data."""
+
+    name: str = C.CUB200
+    root: str = C.DEFAULT_DATASET_ROOT
+    path: str | None = None
+    allow_partial: bool = False
+    use_cache: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """Trunk (feature extractor) and embedder layer sizes."""
+
+    trunk: str = "bninception"
+    pretrained: bool = True
+    weights_path: str | None = None
+    embedding_sizes: list[int] = field(default_factory=lambda: [128])
+
+
+@dataclass
+class LossConfig:
+    """A loss from ``sdm.losses.LOSS_NAMES`` with its constructor parameters."""
+
+    name: str = "contrastive"
+    params: dict[str, Any] = field(default_factory=dict)
+    miner: str | None = None
+    miner_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SDMConfig:
+    """SDM on/off and its perturbation settings (the paper's values by default)."""
+
+    enabled: bool = False
+    passes: int = C.SDM_PASSES
+    masks: int = C.SDM_MASKS
+    embedding_dropout: float = C.SDM_EMBEDDING_DROPOUT
+    feature_dropout: float = C.SDM_FEATURE_DROPOUT
+    alpha: float = C.SDM_ALPHA
+    batched_passes: bool = True
+
+
+@dataclass
+class OptimizerConfig:
+    """RMSprop for trunk, embedder and the loss's own parameters (margin beta, proxies)."""
+
+    trunk_lr: float = 1e-6
+    embedder_lr: float = 1e-6
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    loss_lr: float = 1e-4
+    loss_weight_decay: float = 0.0
+
+
+@dataclass
+class TrainingConfig:
+    """The MLRC loop: sampling, epochs, validation cadence, early stopping, hardware."""
+
+    batch_size: int = 32
+    m_per_class: int = 4
+    iterations_per_epoch: int = 100
+    max_epochs: int = 1000
+    save_interval: int = 2
+    patience: int = 9
+    folds: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: bool = False
+    num_workers: int = 2
+    eval_batch_size: int = 64
+
+
+@dataclass
+class EvaluationConfig:
+    """Which test evaluations ``evaluate`` runs after training."""
+
+    separated: bool = True
+    concatenated: bool = True
+    pretrained: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    experiments_root: str = C.DEFAULT_EXPERIMENTS_ROOT
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    sdm: SDMConfig = field(default_factory=SDMConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+def _valid_keys(node: Any) -> list[str]:
+    return sorted(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _explain(error: Exception, schema: DictConfig) -> ConfigError:
+    key = getattr(error, "full_key", None) or "?"
+    parent = schema
+    for part in str(key).split(".")[:-1]:
+        parent = parent.get(part) if isinstance(parent, DictConfig) else None
+    valid = _valid_keys(parent)
+    if isinstance(error, ConfigKeyError | ConfigAttributeError):
+        return ConfigError(f"unknown config key '{key}'; valid keys here: {', '.join(valid)}")
+    return ConfigError(f"wrong type for config key '{key}': {error.msg}")
+
+
+def _merge(base: DictConfig, *others: Any) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, *others)
+    except (ConfigKeyError, ConfigAttributeError, ValidationError) as error:
+        raise _explain(error, base) from None
+
+
+def load_config(
+    files: list[str | Path] | tuple[str | Path, ...] = (), overrides: list[str] | None = None
+) -> DictConfig:
+    """Defaults, then each YAML file in order, then ``a.b=value`` overrides (YAML values).
+
+    A YAML file may list others to build on under ``defaults: [other.yaml, ...]`` (paths
+    relative to the file); they are merged first.
+    """
+    config = OmegaConf.structured(ExperimentConfig)
+    for path in files:
+        for layer in _file_layers(Path(path)):
+            config = _merge(config, layer)
+    if overrides:
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override '{item}' is not of the form key.sub=value")
+        config = _merge(config, OmegaConf.from_dotlist(list(overrides)))
+    validate(config)
+    return config
+
+
+def _file_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[DictConfig]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config files include each other in a loop: {path}")
+    layer = OmegaConf.load(path)
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"config file {path} must hold a mapping, not a list")
+    layers: list[DictConfig] = []
+    parents = layer.pop("defaults", [])
+    for parent in parents:
+        layers += _file_layers(path.parent / str(parent), (*seen, path.resolve()))
+    return [*layers, layer]
+
+
+def validate(config: DictConfig) -> None:
+    """Checks that need more than a type: names, ranges, protocol consistency."""
+    from sdm.losses import LOSS_NAMES, MINER_NAMES
+    from sdm.models.trunks import TRUNK_NAMES
+
+    checks = [
+        (config.dataset.name in C.DATASET_NAMES,
+         f"dataset.name '{config.dataset.name}' is not one of {', '.join(C.DATASET_NAMES)}"),
+        (config.model.trunk in TRUNK_NAMES,
+         f"model.trunk '{config.model.trunk}' is not one of {', '.join(TRUNK_NAMES)}"),
+        (config.loss.name in LOSS_NAMES,
+         f"loss.name '{config.loss.name}' is not one of {', '.join(LOSS_NAMES)}"),
+        (config.loss.miner is None or config.loss.miner in MINER_NAMES,
+         f"loss.miner '{config.loss.miner}' is not one of {', '.join(MINER_NAMES)}"),
+        (config.sdm.passes >= 1 and config.sdm.masks >= 1, "sdm.passes and sdm.masks must be >= 1"),
+        (0 <= config.sdm.embedding_dropout < 1, "sdm.embedding_dropout must be in [0, 1)"),
+        (0 <= config.sdm.feature_dropout < 1, "sdm.feature_dropout must be in [0, 1)"),
+        (config.training.batch_size % config.training.m_per_class == 0,
+         "training.batch_size must be a multiple of training.m_per_class"),
+        (all(0 <= f < C.NUM_FOLDS for f in config.training.folds),
+         f"training.folds must be fold numbers 0..{C.NUM_FOLDS - 1}"),
+        (config.training.save_interval >= 1, "training.save_interval must be >= 1"),
+        (len(config.model.embedding_sizes) >= 1, "model.embedding_sizes must not be empty"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def to_yaml(config: DictConfig) -> str:
+    return OmegaConf.to_yaml(config)
+
+
+def config_difference(old: DictConfig, new: DictConfig) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old value, new value)}`` for every leaf that differs."""
+    flat_old = _flatten(OmegaConf.to_container(old))
+    flat_new = _flatten(OmegaConf.to_container(new))
+    keys = sorted(set(flat_old) | set(flat_new))
+    return {k: (flat_old.get(k), flat_new.get(k))
+            for k in keys if flat_old.get(k) != flat_new.get(k)}
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict) and tree:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}

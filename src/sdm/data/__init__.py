@@ -1,0 +1,1 @@
+"""Datasets, class splits, image transforms and the resized-image cache."""

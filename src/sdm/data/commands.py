@@ -1,0 +1,176 @@
+"""The `sdm data` command group: check, unpack-cub, cache, glyphs.
+
+Each subcommand's `func` takes the parsed arguments and returns the exit code: 0 on success,
+2 with the reason on stderr when the data is missing or wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sdm.constants import CARS196, CUB200, DATASET_NAMES, DEFAULT_DATASET_ROOT
+from sdm.data.cache import build_resized_cache, resized_cache_dir
+from sdm.data.datasets import (
+    DatasetError,
+    FileImageDataset,
+    ImageDataset,
+    load_dataset,
+    unpack_cub_archive,
+)
+from sdm.data.splits import mlrc_splits
+
+DATA_ERROR_EXIT_CODE = 2
+CACHEABLE_DATASETS = (CUB200, CARS196)
+FAILED_IMAGES_SHOWN = 10
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `data` command group to the main CLI's subparsers."""
+    data = subparsers.add_parser("data", help="check, unpack, cache or build datasets")
+    commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="report what a dataset holds and its MLRC splits")
+    check.add_argument("name", choices=DATASET_NAMES)
+    _add_root_argument(check)
+    check.add_argument("--path", help="the image folder (folder) or CSV file (csv)")
+    check.add_argument("--allow-partial", action="store_true", help="accept wrong counts")
+    check.add_argument(
+        "--verify-images", action="store_true", help="decode every image (slow on full sets)"
+    )
+    check.set_defaults(func=run_check)
+
+    unpack = commands.add_parser(
+        "unpack-cub", help="extract <root>/cub2011/CUB_200_2011.tgz in place"
+    )
+    _add_root_argument(unpack)
+    unpack.set_defaults(func=run_unpack_cub)
+
+    cache = commands.add_parser(
+        "cache", help="store a copy of every image resized to shorter side 256 (faster loading)"
+    )
+    cache.add_argument("name", choices=CACHEABLE_DATASETS)
+    _add_root_argument(cache)
+    cache.add_argument("--allow-partial", action="store_true", help="accept wrong counts")
+    cache.add_argument("--workers", type=int, default=2, help="resizing threads (default 2)")
+    cache.set_defaults(func=run_cache)
+
+    glyphs = commands.add_parser("glyphs", help="build the embedded glyph demo dataset")
+    _add_root_argument(glyphs)
+    glyphs.set_defaults(func=run_glyphs)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Print images, classes, per-class counts and MLRC split sizes of a dataset."""
+    try:
+        dataset = load_dataset(
+            args.name, args.dataset_root, path=args.path, allow_partial=args.allow_partial
+        )
+    except (ValueError, OSError) as error:  # DatasetError, or the glyph archive's loader
+        return _fail(error)
+    print(describe_dataset(dataset))
+    if args.verify_images:
+        failures = _undecodable_images(dataset)
+        if failures:
+            shown = "\n  ".join(failures[:FAILED_IMAGES_SHOWN])
+            return _fail(f"{len(failures)} of {len(dataset)} images cannot be read:\n  {shown}")
+        print(f"all {len(dataset)} images decode")
+    return 0
+
+
+def describe_dataset(dataset: ImageDataset) -> str:
+    """Lines describing `dataset`: sizes, images per class and MLRC split sizes."""
+    classes, counts = np.unique(dataset.labels, return_counts=True)
+    images_per_class = dict(zip(classes.tolist(), counts.tolist(), strict=True))
+    lines = [
+        f"dataset: {dataset.name}",
+        f"images: {len(dataset)}",
+        f"classes: {len(dataset.classes)} (ids {dataset.classes[0]}..{dataset.classes[-1]})",
+        f"images per class: min {counts.min()}, max {counts.max()}",
+    ]
+    if isinstance(dataset, FileImageDataset):
+        cache = "in use" if dataset.uses_cache else "not in use"
+        lines.append(f"files below: {dataset.source_root} (resized cache {cache})")
+    try:
+        splits = mlrc_splits(dataset.classes)
+    except ValueError as error:
+        lines.append(f"MLRC splits: not possible: {error}")
+        return "\n".join(lines)
+
+    def size(part: list[int]) -> str:
+        return f"{len(part)} classes / {sum(images_per_class[c] for c in part)} images"
+
+    lines.append(f"MLRC test: {size(splits['test'])}")
+    for number, fold in enumerate(splits["folds"]):
+        lines.append(f"MLRC fold {number}: train {size(fold['train'])}, val {size(fold['val'])}")
+    return "\n".join(lines)
+
+
+def run_unpack_cub(args: argparse.Namespace) -> int:
+    """Extract the official CUB archive below the dataset root."""
+    try:
+        images_dir = unpack_cub_archive(args.dataset_root)
+    except DatasetError as error:
+        return _fail(error)
+    print(f"CUB-200-2011 images are in {images_dir}")
+    return 0
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    """Build the resized-image cache of a dataset below the dataset root."""
+    try:
+        dataset = load_dataset(
+            args.name, args.dataset_root, allow_partial=args.allow_partial, use_cache=False
+        )
+    except DatasetError as error:
+        return _fail(error)
+    cache_dir = resized_cache_dir(args.dataset_root, args.name)
+    try:
+        manifest = build_resized_cache(dataset, cache_dir, workers=args.workers)
+    except DatasetError as error:
+        return _fail(f"{error}; the cache was not completed and will not be used")
+    print(f"resized {len(dataset)} images into {cache_dir} (manifest {manifest.name})")
+    return 0
+
+
+def run_glyphs(args: argparse.Namespace) -> int:
+    """Build the glyph demo dataset below the dataset root."""
+    from sdm.data.glyphs import build_glyph_dataset
+
+    try:
+        archive = build_glyph_dataset(args.dataset_root)
+    except (ValueError, OSError) as error:
+        return _fail(error)
+    print(f"glyph dataset written to {archive}")
+    return 0
+
+
+def _add_root_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset-root",
+        type=Path,
+        default=Path(DEFAULT_DATASET_ROOT),
+        help=f"folder holding the datasets (default {DEFAULT_DATASET_ROOT})",
+    )
+
+
+def _undecodable_images(dataset: ImageDataset) -> list[str]:
+    """Errors of the images that fail to decode (original files, not cached copies)."""
+    is_file_based = isinstance(dataset, FileImageDataset)
+    read = dataset.read_source_image if is_file_based else dataset.load_image
+    failures = []
+    for index in tqdm(range(len(dataset)), desc="decoding", file=sys.stderr):
+        try:
+            read(index)
+        except DatasetError as error:
+            failures.append(str(error))
+    return failures
+
+
+def _fail(error: Exception | str) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return DATA_ERROR_EXIT_CODE

@@ -1,0 +1,88 @@
+"""Class-disjoint splits: MLRC (test half + cross-validation folds) and a plain half split.
+
+Splits are over class ids only; which images belong to a class is the dataset's business.
+"""
+
+from collections.abc import Iterable
+from typing import Any
+
+from sdm.constants import NUM_FOLDS, TEST_FRACTION, VAL_FRACTION
+
+MIN_MLRC_CLASSES = 8  # the smallest n with at least one validation class at val_fraction 0.125
+
+
+def mlrc_splits(
+    classes: Iterable[int],
+    num_folds: int = NUM_FOLDS,
+    val_fraction: float = VAL_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+) -> dict[str, Any]:
+    """Split class ids into MLRC test classes and `num_folds` train/val folds.
+
+    With the n classes sorted: test = the last int(n * test_fraction) classes, trainval = the
+    others. Each fold has val = int(n * val_fraction) and train = n - val - test classes.
+    Fold p starts at index floor(p * |trainval| / num_folds) of trainval, takes `train`
+    classes then `val` classes, wrapping around. Returns
+    ``{"test": [...], "folds": [{"train": [...], "val": [...]}, ...]}`` with sorted lists.
+    """
+    ordered = _sorted_classes(classes)
+    num_classes = len(ordered)
+    if num_folds < 1:
+        raise ValueError(f"num_folds must be at least 1, got {num_folds}")
+    if num_classes < MIN_MLRC_CLASSES:
+        raise ValueError(
+            f"the MLRC split needs at least {MIN_MLRC_CLASSES} classes, got {num_classes}; "
+            "use half_split for a plain train/test split of fewer classes"
+        )
+    num_val = int(num_classes * val_fraction)
+    num_test = int(num_classes * test_fraction)
+    num_train = num_classes - num_val - num_test
+    if min(num_val, num_test, num_train) < 1:
+        raise ValueError(
+            f"{num_classes} classes with val_fraction={val_fraction} and "
+            f"test_fraction={test_fraction} give {num_train} train, {num_val} val and "
+            f"{num_test} test classes; each must be at least 1"
+        )
+
+    trainval = ordered[: num_classes - num_test]
+    test = ordered[num_classes - num_test :]
+    folds = []
+    for fold in range(num_folds):
+        start = fold * len(trainval) // num_folds
+        rotated = trainval[start:] + trainval[:start]
+        train = sorted(rotated[:num_train])
+        val = sorted(rotated[num_train : num_train + num_val])
+        _assert_disjoint(train=train, val=val, test=test)
+        folds.append({"train": train, "val": val})
+    return {"test": test, "folds": folds}
+
+
+def half_split(classes: Iterable[int]) -> dict[str, list[int]]:
+    """Split sorted class ids into {"train": first half, "test": second half}.
+
+    The test half has int(n / 2) classes, as in `mlrc_splits`; train has the rest.
+    """
+    ordered = _sorted_classes(classes)
+    if len(ordered) < 2:
+        raise ValueError(f"a train/test split needs at least 2 classes, got {len(ordered)}")
+    num_test = len(ordered) // 2
+    train = ordered[: len(ordered) - num_test]
+    test = ordered[len(ordered) - num_test :]
+    _assert_disjoint(train=train, test=test)
+    return {"train": train, "test": test}
+
+
+def _sorted_classes(classes: Iterable[int]) -> list[int]:
+    values = [int(c) for c in classes]
+    unique = sorted(set(values))
+    if len(unique) != len(values):
+        raise ValueError("class ids must be unique; pass each class once (e.g. dataset.classes)")
+    return unique
+
+
+def _assert_disjoint(**parts: list[int]) -> None:
+    seen: set[int] = set()
+    for name, part in parts.items():
+        overlap = seen.intersection(part)
+        assert not overlap, f"split part {name!r} shares classes {sorted(overlap)} with another"
+        seen.update(part)

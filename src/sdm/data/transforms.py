@@ -1,0 +1,107 @@
+"""Image pipelines: PIL image -> float tensor, per trunk input convention.
+
+Geometry (bninception, imagenet), as in the paper: train = Resize(resize) ->
+RandomResizedCrop(crop, scale 0.16-1, ratio 0.75-1.33) -> horizontal flip 0.5;
+eval = Resize(resize) -> CenterCrop(crop). Resize scales the shorter side to `resize` pixels.
+Then the trunk's own conversion:
+
+- "bninception": BGR channel order, values 0-255 minus the mean (104, 117, 128), std 1.
+- "imagenet": RGB in 0-1 normalized with the ImageNet mean and std (EfficientNet, ResNet).
+- "glyph": small grayscale images at their own size, 1 channel in -1..1
+  (mean 0.5, std 0.5); train adds a mild random affine jitter.
+"""
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from sdm.constants import (
+    BNINCEPTION_INPUT,
+    BNINCEPTION_MEAN_BGR_255,
+    CROP,
+    GLYPH_INPUT,
+    IMAGENET_INPUT,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INPUT_CONVENTIONS,
+    RESIZE,
+)
+
+CROP_SCALE = (0.16, 1.0)
+CROP_RATIO = (0.75, 1.33)
+GLYPH_MAX_ROTATION_DEGREES = 5.0
+GLYPH_MAX_TRANSLATE_FRACTION = 0.05
+GLYPH_SCALE_RANGE = (0.95, 1.05)
+
+
+class ConvertMode:
+    """Convert a PIL image to `mode` ("RGB" or "L"); a no-op when it already is."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.mode!r})"
+
+
+class ToBNInceptionTensor:
+    """RGB PIL image -> float32 tensor (3, H, W): channels B, G, R in 0-255 minus the BGR mean.
+
+    Computed in NumPy: exact, and free of torch's intra-op threads, which slow down a
+    loader in the main process on a busy machine.
+    """
+
+    def __init__(self, mean_bgr: tuple[float, float, float] = BNINCEPTION_MEAN_BGR_255) -> None:
+        self.mean_bgr = np.asarray(mean_bgr, dtype=np.float32)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        bgr = np.asarray(image, dtype=np.float32)[:, :, ::-1] - self.mean_bgr
+        return torch.from_numpy(np.ascontiguousarray(bgr.transpose(2, 0, 1)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def build_transform(
+    input_convention: str, train: bool, resize: int = RESIZE, crop: int = CROP
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Return the train or eval pipeline of `input_convention` (see the module docstring).
+
+    `resize` and `crop` are pixel sizes; the "glyph" convention keeps the image size and
+    ignores them.
+    """
+    if input_convention == BNINCEPTION_INPUT:
+        geometry = _geometry(train, resize, crop)
+        return T.Compose([ConvertMode("RGB"), *geometry, ToBNInceptionTensor()])
+    if input_convention == IMAGENET_INPUT:
+        to_tensor = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        return T.Compose([ConvertMode("RGB"), *_geometry(train, resize, crop), *to_tensor])
+    if input_convention == GLYPH_INPUT:
+        jitter = [_glyph_jitter()] if train else []
+        return T.Compose([ConvertMode("L"), *jitter, T.ToTensor(), T.Normalize((0.5,), (0.5,))])
+    raise ValueError(
+        f"unknown input convention {input_convention!r}; expected one of {INPUT_CONVENTIONS}"
+    )
+
+
+def _geometry(train: bool, resize: int, crop: int) -> list[Callable]:
+    if train:
+        return [
+            T.Resize(resize),
+            T.RandomResizedCrop(crop, scale=CROP_SCALE, ratio=CROP_RATIO),
+            T.RandomHorizontalFlip(0.5),
+        ]
+    return [T.Resize(resize), T.CenterCrop(crop)]
+
+
+def _glyph_jitter() -> T.RandomAffine:
+    translate = (GLYPH_MAX_TRANSLATE_FRACTION, GLYPH_MAX_TRANSLATE_FRACTION)
+    return T.RandomAffine(
+        degrees=GLYPH_MAX_ROTATION_DEGREES, translate=translate, scale=GLYPH_SCALE_RANGE
+    )

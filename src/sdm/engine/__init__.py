@@ -1,0 +1,1 @@
+"""Training and evaluation: the embedding model, the MLRC fold loop, experiments, test results."""

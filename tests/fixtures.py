@@ -1,0 +1,109 @@
+"""Builders of tiny on-disk datasets in the real CUB-200-2011 and Cars196 layouts.
+
+Plain functions (not pytest fixtures) so any test can call them with its own tmp_path.
+Images carry a class-dependent colour and stripe pattern plus per-image noise, so a model
+can learn something from them.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from PIL import Image
+
+CARS_FIELDS = ("relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test")
+
+
+def class_pattern(label: int, index: int, size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 array (height, width, 3) for image `index` of class `label`.
+
+    Colour and stripe period/orientation depend on the label; noise depends on both.
+    """
+    width, height = size
+    colour = np.array([(label * 67) % 256, (label * 131 + 50) % 256, (label * 29 + 100) % 256])
+    period = 4 + label % 5
+    axis = np.arange(width if label % 2 == 0 else height)
+    stripes = ((axis // (period // 2 + 1)) % 2).astype(np.float64)
+    stripes = stripes[None, :] if label % 2 == 0 else stripes[:, None]
+    shade = 0.6 + 0.4 * np.broadcast_to(stripes, (height, width))
+    noise = np.random.default_rng(1000 * label + index).normal(0, 8, (height, width, 3))
+    return np.clip(shade[:, :, None] * colour + noise, 0, 255).astype(np.uint8)
+
+
+def make_cub_tree(
+    root: Path, num_classes: int = 8, per_class: int = 4, size: tuple[int, int] = (60, 40)
+) -> Path:
+    """Write a tiny CUB-200-2011 tree below `root`; return `root` (the dataset root).
+
+    Layout: root/cub2011/CUB_200_2011/images/<NNN.Class_name>/<Class_name>_<k>.jpg with
+    images.txt, image_class_labels.txt and classes.txt beside images/ (1-based ids, as in
+    the official files). `size` is (width, height) in pixels.
+    """
+    cub = Path(root) / "cub2011" / "CUB_200_2011"
+    images_lines, label_lines, class_lines = [], [], []
+    image_id = 0
+    for label in range(num_classes):
+        class_name = f"Bird_{label:03d}"
+        folder_name = f"{label + 1:03d}.{class_name}"
+        class_lines.append(f"{label + 1} {folder_name}")
+        (cub / "images" / folder_name).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            image_id += 1
+            relative = f"{folder_name}/{class_name}_{k:04d}.jpg"
+            pixels = class_pattern(label, k, size)
+            Image.fromarray(pixels).save(cub / "images" / relative, quality=95)
+            images_lines.append(f"{image_id} {relative}")
+            label_lines.append(f"{image_id} {label + 1}")
+    (cub / "images.txt").write_text("\n".join(images_lines) + "\n")
+    (cub / "image_class_labels.txt").write_text("\n".join(label_lines) + "\n")
+    (cub / "classes.txt").write_text("\n".join(class_lines) + "\n")
+    return Path(root)
+
+
+def make_cars_tree(root: Path, num_classes: int = 8, per_class: int = 4) -> Path:
+    """Write a tiny Cars196 tree below `root`; return `root` (the dataset root).
+
+    root/cars196/cars_annos.mat holds a 1xN struct array `annotations` with the real fields
+    (relative_im_path 'car_ims/000001.jpg', bbox_x1..bbox_y2, class 1..num_classes, test)
+    and a 1xC cell `class_names`; images are root/cars196/car_ims/NNNNNN.jpg. Classes are
+    interleaved (image i has class i % num_classes + 1) and image widths vary.
+    """
+    cars = Path(root) / "cars196"
+    (cars / "car_ims").mkdir(parents=True, exist_ok=True)
+    count = num_classes * per_class
+    annotations = np.zeros((1, count), dtype=[(field, object) for field in CARS_FIELDS])
+    for i in range(count):
+        label = i % num_classes + 1
+        width, height = 64 + 4 * (i % 3), 48
+        relative = f"car_ims/{i + 1:06d}.jpg"
+        Image.fromarray(class_pattern(label, i, (width, height))).save(cars / relative, quality=95)
+        bbox = [np.uint16(v) for v in (2, 3, width - 2, height - 3)]
+        annotations[0, i] = (relative, *bbox, np.uint8(label), np.uint8(i % 2))
+    class_names = np.array(
+        [[f"Car Maker Model {c} 2012" for c in range(1, num_classes + 1)]], dtype=object
+    )
+    scipy.io.savemat(
+        cars / "cars_annos.mat", {"annotations": annotations, "class_names": class_names}
+    )
+    return Path(root)
+
+
+def write_jpeg(
+    path: Path,
+    mode: str,
+    colour: tuple[int, int, int] = (200, 40, 90),
+    size: tuple[int, int] = (48, 32),
+) -> Path:
+    """Write a solid `colour` JPEG stored in `mode` ('RGB', 'L' or 'CMYK'); return `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).convert(mode).save(path, format="JPEG", quality=95)
+    return path
+
+
+def write_corrupt_jpeg(path: Path) -> Path:
+    """Write a file that starts like a JPEG but cannot be decoded; return `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 8)
+    return path

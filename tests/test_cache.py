@@ -1,0 +1,147 @@
+import argparse
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fixtures import make_cub_tree, write_corrupt_jpeg
+from sdm.data.cache import build_resized_cache, resized_cache_dir
+from sdm.data.commands import register
+from sdm.data.datasets import DatasetError, FileImageDataset, load_cub200
+from sdm.data.transforms import build_transform
+
+SIZE = 32  # a small resize keeps the tests fast; the real cache uses 256
+COUNTS = "expected 11788 images"
+
+
+def cub_files(root):
+    """The fixture CUB as a FileImageDataset, counts warning silenced, cache not looked at."""
+    with pytest.warns(UserWarning, match=COUNTS):
+        dataset = load_cub200(root, allow_partial=True, use_cache=False)
+    return dataset
+
+
+def cached_twin(dataset, cache_dir, cache_size=SIZE):
+    """`dataset` again, looking for a resized cache in `cache_dir`."""
+    return FileImageDataset(
+        dataset.paths,
+        dataset.labels,
+        dataset.name,
+        cache_dir=cache_dir,
+        source_root=dataset.source_root,
+        cache_size=cache_size,
+    )
+
+
+@pytest.fixture
+def cub_with_cache(tmp_path):
+    root = make_cub_tree(tmp_path, num_classes=8, per_class=2, size=(50, 40))
+    dataset = cub_files(root)
+    cache_dir = tmp_path / "cache"
+    build_resized_cache(dataset, cache_dir, size=SIZE, workers=2)
+    return dataset, cache_dir
+
+
+def test_cached_images_give_the_uncached_tensors_up_to_jpeg_error(cub_with_cache):
+    dataset, cache_dir = cub_with_cache
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cached = cached_twin(dataset, cache_dir)
+    assert cached.uses_cache and not dataset.uses_cache
+    assert cached.load_image(3).size == (40, 32)  # 50x40 -> shorter side 32
+    for train in (False, True):
+        transform = build_transform("bninception", train=train, resize=SIZE, crop=24)
+        for index in range(len(dataset)):
+            torch.manual_seed(index)
+            original, label = dataset.with_transform(transform)[index]
+            torch.manual_seed(index)
+            from_cache, cached_label = cached.with_transform(transform)[index]
+            assert cached_label == label
+            # same geometry (same crop, same flip): only JPEG quality-95 error remains
+            assert (from_cache - original).abs().mean() < 2.5
+    torch.manual_seed(0)
+    other_crop = cached.with_transform(transform)[len(dataset) - 1][0]
+    assert (other_crop - original).abs().mean() > 10  # the bound above is not vacuous
+
+
+def test_manifest_records_size_and_each_source_file(cub_with_cache):
+    dataset, cache_dir = cub_with_cache
+    manifest = json.loads((cache_dir / "manifest.json").read_text())
+    assert manifest["size"] == SIZE and manifest["format"] == "jpeg-q95-444"
+    assert len(manifest["files"]) == len(dataset)
+    path = dataset.paths[5]
+    stat = os.stat(path)
+    key = path.relative_to(dataset.source_root).as_posix()
+    assert key == "003.Bird_002/Bird_002_0001.jpg"
+    assert manifest["files"][key] == [stat.st_size, stat.st_mtime_ns]
+    assert (cache_dir / (key + ".jpg")).is_file()
+
+
+def test_subsets_keep_using_the_cache(cub_with_cache):
+    dataset, cache_dir = cub_with_cache
+    part = cached_twin(dataset, cache_dir).subset([2, 5])
+    assert part.uses_cache and part.labels.tolist() == [2, 2, 5, 5]
+    assert part.cached_paths[2] == cache_dir / "006.Bird_005" / "Bird_005_0000.jpg.jpg"
+
+
+def test_a_changed_source_file_invalidates_the_cache(cub_with_cache):
+    dataset, cache_dir = cub_with_cache
+    changed = dataset.paths[4]
+    stat = os.stat(changed)
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    with pytest.warns(UserWarning, match=f"ignoring .*{changed} .*has changed"):
+        stale = cached_twin(dataset, cache_dir)
+    assert not stale.uses_cache and stale.load_image(4).size == (50, 40)
+
+
+def test_incomplete_or_other_size_caches_are_ignored(cub_with_cache):
+    dataset, cache_dir = cub_with_cache
+    key = dataset.paths[0].relative_to(dataset.source_root).as_posix()
+    (cache_dir / (key + ".jpg")).unlink()
+    with pytest.warns(UserWarning, match="resized copy .* is missing"):
+        assert not cached_twin(dataset, cache_dir).uses_cache
+    (cache_dir / "manifest.json").unlink()
+    with pytest.warns(UserWarning, match="no manifest.json"):
+        assert not cached_twin(dataset, cache_dir).uses_cache
+    build_resized_cache(dataset, cache_dir, size=SIZE, workers=1)
+    assert cached_twin(dataset, cache_dir).uses_cache
+    with pytest.warns(UserWarning, match=r"built with .* \(1, 32, 'jpeg-q95-444'\), not \(1, 33,"):
+        assert not cached_twin(dataset, cache_dir, cache_size=SIZE + 1).uses_cache
+
+
+def test_cache_command_builds_the_cache_the_loader_then_uses(tmp_path, capsys):
+    root = make_cub_tree(tmp_path, num_classes=8, per_class=1, size=(24, 16))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["data", "cache", "cub200", "--dataset-root", str(root), "--allow-partial"]
+    )
+    with pytest.warns(UserWarning, match=COUNTS):
+        assert args.func(args) == 0
+    cache_dir = resized_cache_dir(root, "cub200")
+    assert cache_dir == root / "resized256" / "cub200"
+    assert str(cache_dir) in capsys.readouterr().out
+    with pytest.warns(UserWarning, match=COUNTS):
+        dataset = load_cub200(root, allow_partial=True)
+    assert dataset.uses_cache
+    assert dataset.load_image(0).size == (384, 256)  # 24x16 scaled to shorter side 256
+    resized = dataset.read_source_image(0).resize((384, 256), resample=Image.Resampling.BILINEAR)
+    difference = np.asarray(dataset.load_image(0), float) - np.asarray(resized, float)
+    assert np.abs(difference).mean() < 2
+
+
+def test_no_cache_folder_means_no_warning_and_a_failed_build_leaves_no_manifest(tmp_path):
+    root = make_cub_tree(tmp_path, num_classes=8, per_class=1, size=(24, 16))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = load_cub200(root, allow_partial=True)
+    assert len(caught) == 1 and COUNTS in str(caught[0].message)  # nothing about a cache
+    assert not dataset.uses_cache
+    corrupt = write_corrupt_jpeg(dataset.paths[3])
+    with pytest.raises(DatasetError, match=f"cannot decode image {corrupt}"):
+        build_resized_cache(dataset, tmp_path / "cache", size=SIZE)
+    assert not (tmp_path / "cache" / "manifest.json").exists()

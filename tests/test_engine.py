@@ -1,0 +1,209 @@
+"""The training engine end to end on the tiny CUB fixture with the small CNN."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fixtures import make_cub_tree
+from sdm import constants as C
+from sdm import records
+from sdm.config import load_config
+from sdm.data.datasets import DatasetError
+from sdm.engine import evaluate as ev
+from sdm.engine.embeddings import compute_embeddings, concatenated_embeddings
+from sdm.engine.experiment import load_experiment_dataset, run_experiment
+from sdm.engine.fold import FoldTrainer, build_model
+from sdm.metrics import retrieval_metrics
+
+LOSS_PARAMS = {
+    "contrastive": "{pos_margin: 0.0, neg_margin: 0.5}",
+    "triplet": "{margin: 0.1}",
+    "margin": "{margin: 0.2, init_beta: 1.0}",
+    "multi_similarity": "{alpha: 2.0, beta: 40.0, base: 0.5}",
+}
+
+
+@pytest.fixture(scope="module")
+def cub_root(tmp_path_factory):
+    return make_cub_tree(tmp_path_factory.mktemp("data"), num_classes=16, per_class=4)
+
+
+def tiny_config(root, experiments, name, *extra):
+    return load_config(overrides=[
+        f"name={name}", f"experiments_root={experiments}", f"dataset.root={root}",
+        "dataset.allow_partial=true", "dataset.use_cache=false", "model.trunk=small_cnn",
+        "model.pretrained=false", "model.embedding_sizes=[16]",
+        "optimizer.trunk_lr=0.001", "optimizer.embedder_lr=0.001",
+        "training.batch_size=8", "training.m_per_class=4", "training.iterations_per_epoch=3",
+        "training.max_epochs=2", "training.save_interval=1", "training.patience=5",
+        "training.folds=[0,1]", "training.num_workers=0", "training.eval_batch_size=16",
+        "sdm.passes=2", "sdm.masks=2", *extra,
+    ])
+
+
+def load(root):
+    with pytest.warns(UserWarning):
+        return load_experiment_dataset(tiny_config(root, "unused", "x"))
+
+
+@pytest.mark.parametrize("sdm", [False, True])
+@pytest.mark.parametrize("loss", sorted(LOSS_PARAMS))
+def test_short_experiment_trains_and_evaluates(cub_root, tmp_path, loss, sdm):
+    config = tiny_config(cub_root, tmp_path, f"{loss}_{sdm}", f"loss.name={loss}",
+                         f"loss.params={LOSS_PARAMS[loss]}", f"sdm.enabled={sdm}")
+    with pytest.warns(UserWarning, match="partial"):
+        summaries = run_experiment(config)
+    assert [s["fold"] for s in summaries] == [0, 1]
+    folder = tmp_path / config.name
+    for fold in (0, 1):
+        rows = records.read_csv(folder / f"fold_{fold}" / records.METRICS_CSV)
+        assert [int(r["epoch"]) for r in rows] == [-1, 0, 1, 2]
+        assert all(0 <= float(r[C.MAP_AT_R]) <= 1 for r in rows)
+        best = max(rows[1:], key=lambda r: float(r[C.MAP_AT_R]))
+        assert summaries[fold]["best_epoch"] == int(best["epoch"])
+    dataset, splits = load(cub_root)
+    results = ev.evaluate_experiment(config, folder, dataset, splits)
+    separated = results["trained"]["separated"]
+    for metric in C.METRIC_NAMES:
+        per_model = [s[metric] for s in separated["per_model"]]
+        assert separated["mean"][metric] == pytest.approx(np.mean(per_model))
+        assert separated["std"][metric] == pytest.approx(np.std(per_model))
+    assert results["trained"]["dims"] == {"separated": 16, "concatenated": 32}
+    table = (folder / "results" / "test_results.md").read_text()
+    assert "Pretrained" in table and config.name in table
+
+
+def test_rerun_skips_finished_folds(cub_root, tmp_path):
+    config = tiny_config(cub_root, tmp_path, "skip", "training.folds=[0]")
+    with pytest.warns(UserWarning):
+        first = run_experiment(config)
+    with pytest.warns(UserWarning):
+        second = run_experiment(config)
+    assert first == second
+
+
+def test_interrupted_fold_resumes_to_identical_numbers(cub_root, tmp_path, monkeypatch):
+    dataset, splits = load(cub_root)
+    extra = ("training.max_epochs=3", "sdm.enabled=true", "loss.name=margin")
+    config = tiny_config(cub_root, tmp_path, "straight", *extra)
+    FoldTrainer(config, 0, tmp_path / "straight", dataset, splits).run()
+
+    config = tiny_config(cub_root, tmp_path, "interrupted", *extra)
+    original = FoldTrainer.train_one_epoch
+
+    def stop_at_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(FoldTrainer, "train_one_epoch", stop_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        FoldTrainer(config, 0, tmp_path / "interrupted", dataset, splits).run()
+    monkeypatch.setattr(FoldTrainer, "train_one_epoch", original)
+    FoldTrainer(config, 0, tmp_path / "interrupted", dataset, splits).run()
+
+    straight = records.read_csv(tmp_path / "straight" / "fold_0" / records.METRICS_CSV)
+    resumed = records.read_csv(tmp_path / "interrupted" / "fold_0" / records.METRICS_CSV)
+    assert resumed == straight
+    a = records.load_checkpoint(tmp_path / "straight" / "fold_0" / records.LATEST_CHECKPOINT)
+    b = records.load_checkpoint(tmp_path / "interrupted" / "fold_0" / records.LATEST_CHECKPOINT)
+    for key in a["embedder"]:
+        assert torch.equal(a["embedder"][key], b["embedder"][key])
+    assert torch.equal(a["loss"]["base_loss.beta"], b["loss"]["base_loss.beta"])
+
+
+def test_early_stopping_when_validation_stops_improving(cub_root, tmp_path):
+    dataset, splits = load(cub_root)
+    config = tiny_config(cub_root, tmp_path, "stop", "optimizer.trunk_lr=0.0",
+                         "optimizer.embedder_lr=0.0", "training.max_epochs=20",
+                         "training.patience=2")
+    summary = FoldTrainer(config, 0, tmp_path / "stop", dataset, splits).run()
+    assert summary["best_epoch"] == 0
+    assert summary["last_epoch"] == 3
+
+
+def test_changed_config_is_refused_unless_allowed(cub_root, tmp_path):
+    config = tiny_config(cub_root, tmp_path, "change", "training.folds=[0]",
+                         "training.max_epochs=1")
+    with pytest.warns(UserWarning):
+        run_experiment(config)
+    changed = tiny_config(cub_root, tmp_path, "change", "training.folds=[0]",
+                          "training.max_epochs=1", "loss.params={neg_margin: 0.7}")
+    with pytest.raises(ValueError, match=r"loss.params.neg_margin: None -> 0.7"):
+        run_experiment(changed)
+    with pytest.warns(UserWarning):
+        run_experiment(changed, allow_config_change=True)
+    log = records.read_json(tmp_path / "change" / records.CONFIG_CHANGES_FILE)
+    assert log[0]["changes"]["loss.params.neg_margin"] == [None, 0.7]
+
+
+def test_concatenated_evaluation_equals_a_hand_concatenation(cub_root):
+    dataset, splits = load(cub_root)
+    config = tiny_config(cub_root, "unused", "concat")
+    torch.manual_seed(0)
+    models = [build_model(config)[0] for _ in range(3)]
+    test_set = ev.build_test_set(config, dataset, splits)
+    result = ev.evaluate_models(models, test_set, config)
+    by_hand = []
+    for model in models:
+        model.eval()
+        with torch.no_grad():
+            images = torch.stack([test_set[i][0] for i in range(len(test_set))])
+            by_hand.append(F.normalize(model(images), dim=1))
+    joined = torch.cat(by_hand, dim=1) / np.sqrt(3.0)
+    assert torch.allclose(concatenated_embeddings(by_hand), joined, atol=1e-6)
+    expected = retrieval_metrics(joined, torch.as_tensor(test_set.labels))
+    for metric in C.METRIC_NAMES:
+        assert result["concatenated"][metric] == pytest.approx(expected[metric])
+
+
+def test_batched_passes_equal_sequential_without_feature_dropout(cub_root):
+    config = tiny_config(cub_root, "unused", "passes", "sdm.enabled=false")
+    model, _ = build_model(config)
+    model.train()
+    images = torch.randn(4, 1, 32, 32)
+    batched = model.perturbed_passes(images, 3, batched=True)
+    sequential = model.perturbed_passes(images, 3, batched=False)
+    assert batched.shape == (3, 4, 16)
+    assert torch.allclose(batched, sequential, atol=1e-5)
+
+
+def test_batched_passes_match_sequential_in_distribution_with_feature_dropout(cub_root):
+    from sdm.models.batchnorm import train_with_frozen_batchnorm
+
+    config = tiny_config(cub_root, "unused", "passes", "sdm.enabled=true",
+                         "sdm.feature_dropout=0.3")
+    torch.manual_seed(0)
+    model, _ = build_model(config)
+    train_with_frozen_batchnorm(model)
+    images = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        batched = model.perturbed_passes(images, 200, batched=True)
+        sequential = model.perturbed_passes(images, 200, batched=False)
+        model.eval()
+        clean = model(images)
+    assert not torch.allclose(batched[0], batched[1])
+    spread = float(batched.std(0).mean())
+    assert spread > 0.01 * float(clean.abs().mean())
+    standard_error = torch.sqrt((batched.var(0) + sequential.var(0)) / 200)
+    z_scores = (batched.mean(0) - sequential.mean(0)) / standard_error
+    assert float(z_scores.abs().max()) < 5.0
+    assert spread == pytest.approx(float(sequential.std(0).mean()), rel=0.2)
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    config = tiny_config(tmp_path / "nowhere", tmp_path, "missing")
+    with pytest.raises(DatasetError, match="cub2011"):
+        run_experiment(config)
+
+
+def test_embeddings_are_unit_length_and_in_dataset_order(cub_root):
+    dataset, splits = load(cub_root)
+    config = tiny_config(cub_root, "unused", "emb")
+    model, _ = build_model(config)
+    test_set = ev.build_test_set(config, dataset, splits)
+    embeddings, labels = compute_embeddings(model, test_set, device=torch.device("cpu"),
+                                            batch_size=5)
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(len(test_set)), atol=1e-5)
+    assert labels.tolist() == list(test_set.labels)

@@ -1,0 +1,45 @@
+"""Atomic files, checkpoints, CSV and run information."""
+
+import pytest
+import torch
+
+from sdm import records
+
+
+def test_atomic_text_and_json(tmp_path):
+    records.write_json(tmp_path / "a" / "x.json", {"b": 1, "a": [1, 2]})
+    assert records.read_json(tmp_path / "a" / "x.json") == {"a": [1, 2], "b": 1}
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.json"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "c.pth"
+    records.save_checkpoint(path, {"w": torch.arange(3)})
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        records.save_checkpoint(path, {"w": Unpicklable()})
+    assert torch.equal(records.load_checkpoint(path)["w"], torch.arange(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pth"]
+
+
+def test_missing_checkpoint_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+        records.load_checkpoint(tmp_path / "nothing.pth")
+
+
+def test_csv_round_trip(tmp_path):
+    rows = [{"epoch": -1, "m": 0.5}, {"epoch": 0, "m": 0.25}]
+    records.write_csv(tmp_path / "m.csv", rows)
+    assert records.read_csv(tmp_path / "m.csv") == [{"epoch": "-1", "m": "0.5"},
+                                                    {"epoch": "0", "m": "0.25"}]
+
+
+def test_run_info_has_seed_versions_and_git():
+    info = records.run_info(seed=11)
+    assert info["seed"] == 11
+    assert info["packages"]["torch"].startswith("2.14.1")
+    assert info["git"] == "unknown" or len(info["git"].split("+")[0]) == 40
