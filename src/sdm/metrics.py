@@ -8,11 +8,14 @@ with block size x number of references, never with the square of the number of i
 Ranking and ties:
     Neighbours are ordered by squared distance, computed as ``|x|^2 - 2 <q, x>`` (the
     query's own ``|q|^2`` is the same for every neighbour and left out) in float32, or
-    in float64 when the embeddings are float64. Equal computed distances are broken by
-    the smaller reference index. Identical reference rows are merged before the distance
-    computation, so duplicates always get exactly equal distances and fall back to that
-    index order. faiss (behind pytorch-metric-learning's AccuracyCalculator) may order
-    exactly tied neighbours differently, so on data with ties the two can differ.
+    in float64 when the embeddings are float64 (about twice the time). In float32,
+    neighbours within rounding error of each other (about 1e-6 in squared distance for
+    unit-norm embeddings) may come in either order, as in faiss. Equal computed
+    distances are broken by the smaller reference index. Identical reference rows are
+    merged before the distance computation, so duplicates always get exactly equal
+    distances and fall back to that index order. faiss (behind pytorch-metric-learning's
+    AccuracyCalculator) may order exactly tied neighbours differently, so on data with
+    ties the two can differ.
 """
 
 from dataclasses import dataclass
@@ -126,7 +129,8 @@ def auto_block_size(num_references: int, element_size: int, memory_bytes: int) -
 
     Per query the block holds up to four rows of ``num_references`` distances of
     ``element_size`` bytes (distances, their expansion over duplicate references, and a
-    copy and sorted copy for rows with ties) plus one row of int64 sort indices.
+    copy and sorted copy for rows tied at the k-th neighbour) plus one row of int64 sort
+    indices. 256 MiB gives 184 queries a block at 60,502 float32 references.
     """
     bytes_per_query = num_references * (4 * element_size + _INDEX_BYTES)
     return max(1, memory_bytes // bytes_per_query)
@@ -163,22 +167,33 @@ class _ReferenceIndex:
 
 def _nearest_neighbours(keys: torch.Tensor, k: int) -> torch.Tensor:
     """(B, k) column indices of the k smallest keys per row, by key then by index."""
-    num_columns = keys.shape[1]
-    fetched = min(k + 1, num_columns)
+    fetched = min(k + 1, keys.shape[1])
     values, indices = torch.topk(keys, fetched, dim=1, largest=False, sorted=True)
+    # A row without equal keys among the fetched ones is in (key, index) order already.
+    tied_rows = torch.nonzero((values[:, 1:] == values[:, :-1]).any(dim=1)).squeeze(1)
+    if len(tied_rows) > 0:
+        indices[tied_rows] = _order_ties_by_index(
+            keys, tied_rows, values[tied_rows], indices[tied_rows], k
+        )
+    return indices[:, :k]
+
+
+def _order_ties_by_index(
+    keys: torch.Tensor, rows: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, k: int
+) -> torch.Tensor:
+    """The fetched (values, indices) of ``keys[rows]`` reordered by key, then by index."""
     by_index = indices.argsort(dim=1)
     values, indices = values.gather(1, by_index), indices.gather(1, by_index)
     by_value = values.argsort(dim=1, stable=True)
     values, indices = values.gather(1, by_value), indices.gather(1, by_value)
-    if fetched < num_columns:
+    if indices.shape[1] < keys.shape[1]:
         # topk picks an arbitrary subset of the items tied with its last value; where
         # that tie reaches the k-th place, rank the whole row (columns are in index order).
-        tied_rows = torch.nonzero(values[:, k - 1] == values[:, -1]).squeeze(1)
-        if len(tied_rows) > 0:
-            indices[tied_rows] = torch.sort(keys[tied_rows], dim=1, stable=True).indices[
-                :, :fetched
-            ]
-    return indices[:, :k]
+        boundary = torch.nonzero(values[:, k - 1] == values[:, -1]).squeeze(1)
+        if len(boundary) > 0:
+            full_order = torch.sort(keys[rows[boundary]], dim=1, stable=True).indices
+            indices[boundary] = full_order[:, : indices.shape[1]]
+    return indices
 
 
 def _query_scores(
@@ -192,14 +207,14 @@ def _query_scores(
     """
     ranks = torch.arange(1, neighbour_labels.shape[1] + 1, device=neighbour_labels.device)
     hits = (neighbour_labels == query_labels.unsqueeze(1)) & (ranks <= relevant_counts.unsqueeze(1))
-    hits_so_far = hits.cumsum(dim=1).double()
-    precision_sum_so_far = (hits_so_far / ranks * hits).cumsum(dim=1)
+    hits = hits.double()
+    hits_so_far = hits.cumsum(dim=1)
+    precision_sum_so_far = (hits_so_far * hits / ranks).cumsum(dim=1)
     at_r = (relevant_counts - 1).unsqueeze(1)
     r = relevant_counts.double()
-    precision_at_1 = hits[:, 0].double()
     r_precision = hits_so_far.gather(1, at_r).squeeze(1) / r
     map_at_r = precision_sum_so_far.gather(1, at_r).squeeze(1) / r
-    return torch.stack([precision_at_1, r_precision, map_at_r], dim=1)
+    return torch.stack([hits[:, 0], r_precision, map_at_r], dim=1)
 
 
 def _relevant_counts(

@@ -9,13 +9,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
+GROUPS = 8
+
+
 class SmallCNN(nn.Module):
-    """Blocks of 3x3 conv -> BatchNorm -> ReLU -> 2x2 max pool, then global average pooling.
+    """Blocks of 3x3 conv -> GroupNorm -> ReLU -> 2x2 max pool, then global average pooling.
+
+    GroupNorm normalizes each image on its own, so a network trained from scratch is
+    normalized in training although the protocol keeps BatchNorm layers frozen, and SDM's
+    T passes batched as one forward equal T sequential passes exactly.
 
     Input (B, in_channels, H, W), H and W at least 2**len(widths) (32 for the default five
     blocks, which pool a 32x32 glyph down to 1x1); output (B, widths[-1]), 256 by default.
     ``feature_dropout`` is the rate of an ``nn.Dropout2d`` on the first convolution's output,
-    before its BatchNorm (SDM's trunk perturbation); its rate can be changed later through
+    before its normalization (SDM's trunk perturbation); its rate can be changed later through
     ``self.feature_dropout.p``.
     """
 
@@ -29,7 +36,7 @@ class SmallCNN(nn.Module):
             nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
             for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
         )
-        self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in widths)
+        self.norms = nn.ModuleList(nn.GroupNorm(min(GROUPS, c), c) for c in widths)
         self.feature_dropout = nn.Dropout2d(feature_dropout)
         self.output_dim = widths[-1]
 
