@@ -65,3 +65,11 @@ def test_config_difference_lists_changed_leaves():
         "loss.params": ({}, None),
         "loss.params.margin": (None, 0.1),
     }
+
+
+def test_switching_loss_drops_the_previous_loss_parameters(tmp_path):
+    (tmp_path / "a.yaml").write_text("loss: {name: contrastive, params: {neg_margin: 0.5}}\n")
+    config = load_config([tmp_path / "a.yaml"], ["loss.name=triplet", "loss.params={margin: 0.2}"])
+    assert dict(config.loss.params) == {"margin": 0.2}
+    same = load_config([tmp_path / "a.yaml"], ["loss.params={pos_margin: 0.1}"])
+    assert dict(same.loss.params) == {"neg_margin": 0.5, "pos_margin": 0.1}

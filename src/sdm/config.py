@@ -133,9 +133,16 @@ def _explain(error: Exception, schema: DictConfig) -> ConfigError:
     return ConfigError(f"wrong type for config key '{key}': {error.msg}")
 
 
-def _merge(base: DictConfig, *others: Any) -> DictConfig:
+def _merge(base: DictConfig, layer: DictConfig) -> DictConfig:
+    """``layer`` merged onto ``base``; a layer that switches to another loss starts that
+    loss's parameters afresh instead of inheriting the previous loss's."""
+    new_loss = OmegaConf.select(layer, "loss.name", default=None)
+    if new_loss is not None and new_loss != base.loss.name:
+        base = base.copy()
+        base.loss.params = {}
+        base.loss.miner_params = {}
     try:
-        return OmegaConf.merge(base, *others)
+        return OmegaConf.merge(base, layer)
     except (ConfigKeyError, ConfigAttributeError, ValidationError) as error:
         raise _explain(error, base) from None
 

@@ -39,7 +39,10 @@ def fold_folder(experiment_dir: str | Path, fold: int) -> Path:
     return Path(experiment_dir) / f"fold_{fold}"
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
+def atomic_write(path: str | Path, write: Callable[[Any], object], mode: str = "wb") -> None:
+    """Calls ``write(stream)`` on a temporary file beside ``path``, then renames it into place
+    (readable by all, like a normally created file). The old file survives any failure."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -47,6 +50,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -55,7 +59,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
 
 def write_text(path: str | Path, text: str) -> None:
     """Writes ``text`` to ``path`` atomically."""
-    _atomic_write(Path(path), lambda stream: stream.write(text), "w")
+    atomic_write(Path(path), lambda stream: stream.write(text), "w")
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -68,7 +72,7 @@ def read_json(path: str | Path) -> Any:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename."""
-    _atomic_write(Path(path), lambda stream: torch.save(state, stream), "wb")
+    atomic_write(Path(path), lambda stream: torch.save(state, stream), "wb")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -132,6 +136,6 @@ def save_figure(figure: Any, path: str | Path, dpi: int = 110) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    _atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=dpi), "wb")
+    atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=dpi), "wb")
     plt.close(figure)
     return path

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image
 from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
 from sdm.constants import RESIZE, RESIZED_CACHE_FOLDER
+from sdm.records import atomic_write, write_text
 
 if TYPE_CHECKING:
     from sdm.data.datasets import FileImageDataset
@@ -62,7 +61,11 @@ def build_resized_cache(
     def build_one(index: int) -> list[int]:
         signature = file_signature(dataset.paths[index])
         image = TF.resize(dataset.read_source_image(index), size)
-        _save_jpeg_atomically(image, cached_path(cache_dir, keys[index]))
+        atomic_write(
+            cached_path(cache_dir, keys[index]),
+            lambda stream, image=image: image.save(
+                stream, format="JPEG", quality=JPEG_QUALITY, subsampling=0),
+        )
         return signature
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -74,7 +77,7 @@ def build_resized_cache(
         "format": CACHED_FORMAT,
         "files": dict(zip(keys, signatures, strict=True)),
     }
-    _write_text_atomically(manifest_path, json.dumps(manifest, indent=0, sort_keys=True))
+    write_text(manifest_path, json.dumps(manifest, indent=0, sort_keys=True))
     return manifest_path
 
 
@@ -156,26 +159,3 @@ def _signature_or_none(path: Path) -> list[int] | None:
         return file_signature(path)
     except OSError:
         return None
-
-
-def _save_jpeg_atomically(image: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=CACHED_SUFFIX)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            image.save(file, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -34,19 +34,18 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFont
 
 from sdm.constants import GLYPHS_ARCHIVE, GLYPHS_MANIFEST
+from sdm.records import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -262,10 +261,10 @@ def build_glyph_dataset(
     images, labels, font_ids = _stack_samples(fonts, size)
     manifest = _manifest(fonts, labels, size, searched, dropped)
     archive.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(
+    atomic_write(
         manifest_path, lambda out: out.write(json.dumps(manifest, indent=1).encode() + b"\n")
     )
-    _write_atomically(
+    atomic_write(
         archive,
         lambda out: np.savez_compressed(
             out,
@@ -445,16 +444,3 @@ def _debian_packages(paths: list[Path]) -> dict[str, str] | None:
         if separator and path in wanted:
             owners[path] = package
     return owners
-
-
-def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write `path` through a temporary file in its folder, then rename it into place."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

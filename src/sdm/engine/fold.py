@@ -97,6 +97,39 @@ def build_optimizers(
     return optimizers
 
 
+def train_step(
+    model: EmbeddingModel, loss_fn: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer],
+    images: torch.Tensor, labels: torch.Tensor, *, sdm: DictConfig, miner: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> float:
+    """One optimization step; returns the loss. With ``sdm.enabled`` the model runs
+    ``sdm.passes`` perturbed passes (as one T*B batch when ``sdm.batched_passes``) and the
+    loss receives (T, B, D) embeddings. Mixed precision when ``scaler`` is enabled (CUDA)."""
+    amp = scaler is not None and scaler.is_enabled()
+    with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+        if sdm.enabled:
+            embeddings = model.perturbed_passes(images, sdm.passes, sdm.batched_passes)
+        else:
+            embeddings = model(images)
+    embeddings = embeddings.float()
+    indices = None
+    if miner is not None:
+        indices = miner(embeddings if embeddings.dim() == 2 else embeddings[0], labels)
+    loss = loss_fn(embeddings, labels, indices)
+    for optimizer in optimizers.values():
+        optimizer.zero_grad(set_to_none=True)
+    if amp:
+        scaler.scale(loss).backward()
+        for optimizer in optimizers.values():
+            scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        for optimizer in optimizers.values():
+            optimizer.step()
+    return float(loss.detach())
+
+
 @dataclass
 class FoldState:
     """What survives between epochs: saved in every checkpoint."""
@@ -206,26 +239,6 @@ class FoldTrainer:
 
     # ----- training ----------------------------------------------------------------------
 
-    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        sdm = self.config.sdm
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
-            if sdm.enabled:
-                embeddings = self.model.perturbed_passes(images, sdm.passes, sdm.batched_passes)
-            else:
-                embeddings = self.model(images)
-        embeddings = embeddings.float()
-        indices = None
-        if self.miner is not None:
-            indices = self.miner(embeddings if embeddings.dim() == 2 else embeddings[0], labels)
-        loss = self.loss(embeddings, labels, indices)
-        for optimizer in self.optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        for optimizer in self.optimizers.values():
-            self.scaler.step(optimizer)
-        self.scaler.update()
-        return float(loss.detach())
-
     def train_one_epoch(self, epoch: int) -> float:
         """One epoch of ``iterations_per_epoch`` batches; returns the mean loss."""
         training = self.config.training
@@ -238,7 +251,8 @@ class FoldTrainer:
         for images, labels in bar:
             images = images.to(self.device, non_blocking=True)
             labels = self.label_lookup[labels].to(self.device)
-            value = self._step(images, labels)
+            value = train_step(self.model, self.loss, self.optimizers, images, labels,
+                               sdm=self.config.sdm, miner=self.miner, scaler=self.scaler)
             total, steps = total + value, steps + 1
             self.writer.add_scalar("train/loss", value,
                                    (epoch - 1) * training.iterations_per_epoch + steps)

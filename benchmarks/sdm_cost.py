@@ -1,0 +1,91 @@
+"""What SDM costs per training step, measured side by side on the same model and batch.
+
+Four settings, each timed with the engine's own ``train_step``:
+  baseline         the plain loss
+  sdm_t1           SDM with one pass (embedding dropout masks only)
+  sdm_t8_seq       the paper's setting, 8 passes run one after another (as the paper's code)
+  sdm_t8_batched   the same 8 passes as one forward of 8*B images
+
+    python benchmarks/sdm_cost.py                       # small CNN on 32x32 glyph-sized input
+    python benchmarks/sdm_cost.py --trunk bninception --batch 8 --steps 3
+    python benchmarks/sdm_cost.py --trunk bninception --device cuda --amp --batch 32
+
+Prints seconds per step and the ratio to the baseline, and images/s (B per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from omegaconf import OmegaConf
+
+from sdm.config import load_config
+from sdm.engine.fold import build_fold_loss, build_model, build_optimizers, train_step
+from sdm.models.trunks import build_trunk
+
+SETTINGS = {
+    "baseline": {"enabled": False},
+    "sdm_t1": {"enabled": True, "passes": 1, "feature_dropout": 0.0},
+    "sdm_t8_seq": {"enabled": True, "passes": 8, "batched_passes": False},
+    "sdm_t8_batched": {"enabled": True, "passes": 8, "batched_passes": True},
+}
+INPUT_SIDE = {"small_cnn": 32, "bninception": 227, "resnet50": 224, "efficientnet_lite0": 224}
+
+
+def time_setting(trunk: str, sdm: dict, args: argparse.Namespace) -> float:
+    """Median seconds per step over ``args.steps`` steps after ``args.warmup`` warm-up steps."""
+    config = load_config(overrides=[f"model.trunk={trunk}", "model.pretrained=false",
+                                    f"loss.name={args.loss}"])
+    config.sdm = OmegaConf.merge(config.sdm, sdm)
+    torch.manual_seed(0)
+    model, _ = build_model(config)
+    device = torch.device(args.device)
+    model.to(device)
+    loss = build_fold_loss(config, num_classes=args.batch // 4).to(device)
+    optimizers = build_optimizers(config, model, loss)
+    scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
+    channels = 1 if build_trunk(trunk, pretrained=False).input_convention == "glyph" else 3
+    side = INPUT_SIDE[trunk]
+    images = torch.randn(args.batch, channels, side, side, device=device)
+    labels = torch.arange(args.batch // 4, device=device).repeat_interleave(4)
+    model.train()
+    times = []
+    for step in range(args.warmup + args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        train_step(model, loss, optimizers, images, labels, sdm=config.sdm, scaler=scaler)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trunk", default="small_cnn", choices=sorted(INPUT_SIDE))
+    parser.add_argument("--loss", default="contrastive")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    args = parser.parse_args()
+    print(f"trunk {args.trunk}, loss {args.loss}, batch {args.batch}, device {args.device}, "
+          f"amp {args.amp}, torch threads {torch.get_num_threads()}, median of {args.steps} steps")
+    print(f"{'setting':16} {'s/step':>9} {'vs baseline':>12} {'images/s':>9}")
+    baseline = None
+    for name in args.settings:
+        seconds = time_setting(args.trunk, SETTINGS[name], args)
+        baseline = baseline or (seconds if name == "baseline" else None)
+        ratio = f"{seconds / baseline:.2f}x" if baseline else "-"
+        print(f"{name:16} {seconds:9.4f} {ratio:>12} {args.batch / seconds:9.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
