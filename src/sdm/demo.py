@@ -16,7 +16,7 @@ from sdm.engine.evaluate import markdown_table, percent_row
 from sdm.engine.experiment import run_experiment
 
 CONFIG_FOLDER = Path(__file__).resolve().parents[2] / "exp_configs" / "glyphs"
-DEMO_CONFIGS = {"baseline": "demo_baseline.yaml", "sdm": "demo_sdm.yaml"}
+DEMO_CONFIGS = {"baseline": "contrast.yaml", "sdm": "contrast_sdm_t1.yaml"}
 QUICK_OVERRIDES = ["training.max_epochs=1", "training.iterations_per_epoch=5",
                    "training.folds=[0,1]"]
 
