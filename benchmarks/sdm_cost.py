@@ -16,6 +16,7 @@ Prints seconds per step and the ratio to the baseline, and images/s (B per step)
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -34,34 +35,47 @@ SETTINGS = {
 INPUT_SIDE = {"small_cnn": 32, "bninception": 227, "resnet50": 224, "efficientnet_lite0": 224}
 
 
-def time_setting(trunk: str, sdm: dict, args: argparse.Namespace) -> float:
-    """Median seconds per step over ``args.steps`` steps after ``args.warmup`` warm-up steps."""
-    config = load_config(overrides=[f"model.trunk={trunk}", "model.pretrained=false",
-                                    f"loss.name={args.loss}"])
-    config.sdm = OmegaConf.merge(config.sdm, sdm)
-    torch.manual_seed(0)
-    model, _ = build_model(config)
-    device = torch.device(args.device)
-    model.to(device)
-    loss = build_fold_loss(config, num_classes=args.batch // 4).to(device)
-    optimizers = build_optimizers(config, model, loss)
-    scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
-    channels = 1 if build_trunk(trunk, pretrained=False).input_convention == "glyph" else 3
-    side = INPUT_SIDE[trunk]
-    images = torch.randn(args.batch, channels, side, side, device=device)
-    labels = torch.arange(args.batch // 4, device=device).repeat_interleave(4)
-    model.train()
-    times = []
-    for step in range(args.warmup + args.steps):
-        if device.type == "cuda":
+class Setting:
+    """One benchmarked setting: its own model, loss and optimizers on the shared batch."""
+
+    def __init__(self, trunk: str, sdm: dict, args: argparse.Namespace):
+        config = load_config(overrides=[f"model.trunk={trunk}", "model.pretrained=false",
+                                        f"loss.name={args.loss}"])
+        config.sdm = OmegaConf.merge(config.sdm, sdm)
+        torch.manual_seed(0)
+        self.device = torch.device(args.device)
+        self.model = build_model(config)[0].to(self.device).train()
+        self.loss = build_fold_loss(config, num_classes=args.batch // 4).to(self.device)
+        self.optimizers = build_optimizers(config, self.model, self.loss)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
+        self.sdm = config.sdm
+
+    def step_seconds(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        train_step(model, loss, optimizers, images, labels, sdm=config.sdm, scaler=scaler)
-        if device.type == "cuda":
+        train_step(self.model, self.loss, self.optimizers, images, labels, sdm=self.sdm,
+                   scaler=self.scaler)
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        if step >= args.warmup:
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        return time.perf_counter() - start
+
+
+def measure(args: argparse.Namespace) -> dict[str, float]:
+    """Median seconds per step of each setting. Steps are interleaved round-robin (one step of
+    each setting per round) so that a change in machine load affects all settings alike."""
+    settings = {name: Setting(args.trunk, SETTINGS[name], args) for name in args.settings}
+    channels = 1 if build_trunk(args.trunk, pretrained=False).input_convention == "glyph" else 3
+    side = INPUT_SIDE[args.trunk]
+    images = torch.randn(args.batch, channels, side, side, device=args.device)
+    labels = torch.arange(args.batch // 4, device=args.device).repeat_interleave(4)
+    times: dict[str, list[float]] = {name: [] for name in settings}
+    for round_index in range(args.warmup + args.steps):
+        for name, setting in settings.items():
+            seconds = setting.step_seconds(images, labels)
+            if round_index >= args.warmup:
+                times[name].append(seconds)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -77,14 +91,14 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args()
     print(f"trunk {args.trunk}, loss {args.loss}, batch {args.batch}, device {args.device}, "
-          f"amp {args.amp}, torch threads {torch.get_num_threads()}, median of {args.steps} steps")
+          f"amp {args.amp}, torch threads {torch.get_num_threads()}, "
+          f"median of {args.steps} interleaved rounds")
     print(f"{'setting':16} {'s/step':>9} {'vs baseline':>12} {'images/s':>9}")
-    baseline = None
-    for name in args.settings:
-        seconds = time_setting(args.trunk, SETTINGS[name], args)
-        baseline = baseline or (seconds if name == "baseline" else None)
-        ratio = f"{seconds / baseline:.2f}x" if baseline else "-"
-        print(f"{name:16} {seconds:9.4f} {ratio:>12} {args.batch / seconds:9.1f}", flush=True)
+    seconds = measure(args)
+    baseline = seconds.get("baseline")
+    for name, value in seconds.items():
+        ratio = f"{value / baseline:.2f}x" if baseline else "-"
+        print(f"{name:16} {value:9.4f} {ratio:>12} {args.batch / value:9.1f}")
 
 
 if __name__ == "__main__":

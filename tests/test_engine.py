@@ -207,3 +207,25 @@ def test_embeddings_are_unit_length_and_in_dataset_order(cub_root):
                                             batch_size=5)
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(len(test_set)), atol=1e-5)
     assert labels.tolist() == list(test_set.labels)
+
+
+def test_released_model_files_evaluate_like_the_models_they_hold(cub_root, tmp_path):
+    dataset, splits = load(cub_root)
+    config = tiny_config(cub_root, tmp_path, "released")
+    torch.manual_seed(3)
+    models = [build_model(config)[0] for _ in range(2)]
+    for fold, model in enumerate(models):
+        folder = tmp_path / "released" / f"fold_{fold}" / "saved_models"
+        folder.mkdir(parents=True)
+        torch.save(model.trunk.state_dict(), folder / "trunk_best4.pth")
+        torch.save(model.embedder.state_dict(), folder / "embedder_best4.pth")
+        torch.save(model.embedder.state_dict(), folder / "embedder_best2.pth")
+        torch.save(model.trunk.state_dict(), folder / "trunk_best2.pth")
+    pairs = ev.find_released_models(tmp_path / "released")
+    assert [p[0].name for p in pairs] == ["trunk_best4.pth", "trunk_best4.pth"]
+    loaded = [ev.load_released_model(config, trunk, embedder) for trunk, embedder in pairs]
+    test_set = ev.build_test_set(config, dataset, splits)
+    assert ev.evaluate_models(loaded, test_set, config) == ev.evaluate_models(
+        models, test_set, config)
+    with pytest.raises(FileNotFoundError, match="trunk_best<E>.pth"):
+        ev.find_released_models(tmp_path / "nothing_here")
