@@ -9,7 +9,7 @@ Resumable and appendable: each (loss, SDM setting, seed) is one experiment folde
 ``--experiments-root``; finished folds are skipped, interrupted ones resume. Configs are
 ``exp_configs/glyphs/<loss>.yaml`` and ``<loss>_sdm.yaml`` (identical but for SDM), plus
 ``contrast_sdm_t1.yaml`` (embedding-only SDM) for the T=1 comparison. Nothing is tuned on the
-test classes. Writes ``summary.md``, ``summary.json`` and ``study.png`` beside the experiments.
+test classes. Writes ``glyph_study.{md,json,png}`` into ``--output`` (benchmarks/results).
 """
 
 from __future__ import annotations
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--t1-losses", nargs="*", default=["contrast"],
                         help="losses also run with embedding-only SDM (T=1)")
     parser.add_argument("--experiments-root", type=Path, default=Path("experiments/glyph_study"))
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--summary-only", action="store_true")
     args = parser.parse_args()
     if not args.summary_only:
@@ -151,11 +152,11 @@ def main() -> None:
                 run_one(loss, "t1", seed, args.experiments_root)
     found = collect(args.experiments_root, sorted({0, 1, 2, *args.seeds}), args.t1_losses)
     text = summary_table(found)
-    records.write_text(args.experiments_root / "summary.md", text)
-    records.write_json(args.experiments_root / "summary.json",
+    records.write_text(args.output / "glyph_study.md", text)
+    records.write_json(args.output / "glyph_study.json",
                        {f"{k[0]}|{k[1]}": v for k, v in found.items()})
     if found:
-        plot(found, args.experiments_root / "study.png")
+        plot(found, args.output / "glyph_study.png")
     print(text)
 
 
