@@ -23,6 +23,7 @@ from sdm.models.trunks import (
     BNINCEPTION_WEIGHTS_FILE,
     TRUNK_NAMES,
     build_trunk,
+    input_convention,
     load_weights,
     set_feature_dropout,
 )
@@ -390,3 +391,8 @@ def test_resnet50_trunk_matches_torchvision_and_drops_fc(tmp_path):
         output = trunk.module.eval()(images)
         torch.testing.assert_close(output, reference(images))
     assert output.shape == (1, 2048)
+
+
+@pytest.mark.parametrize("name", TRUNK_NAMES)
+def test_input_convention_is_known_without_building_the_trunk(name):
+    assert input_convention(name) == build_trunk(name, pretrained=False).input_convention

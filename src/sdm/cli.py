@@ -66,10 +66,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         results = ev.evaluate_experiment(config, folder, dataset, splits, modes,
                                          pretrained=not args.no_pretrained)
         folder = folder / "results"
-    rows = [ev.percent_row(config.name, results["trained"])]
-    if "pretrained" in results:
-        rows.insert(0, ev.percent_row("Pretrained", results["pretrained"]))
-    print(ev.markdown_table(rows))
+    print(ev.markdown_table(ev.result_rows(config.name, results)))
     if args.retrieval_picture:
         from sdm.retrieval_picture import experiment_retrieval_picture
 

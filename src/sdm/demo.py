@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sdm import constants as C
 from sdm.config import load_config
-from sdm.engine.evaluate import markdown_table, percent_row
+from sdm.engine.evaluate import markdown_table, result_rows
 from sdm.engine.experiment import run_experiment
 
 CONFIG_FOLDER = Path(__file__).resolve().parents[2] / "exp_configs" / "glyphs"
@@ -41,9 +41,7 @@ def run_demo(dataset_root: str = C.DEFAULT_DATASET_ROOT,
         dataset, splits = load_experiment_dataset(config)
         results = evaluate_experiment(config, experiment_folder(config), dataset, splits,
                                       pretrained=label == "baseline")
-        if "pretrained" in results:
-            rows.append(percent_row("Pretrained (epoch 0)", results["pretrained"]))
-        rows.append(percent_row(config.name, results["trained"]))
+        rows += result_rows(config.name, results, pretrained_label="Pretrained (epoch 0)")
     print()
     print(markdown_table(rows))
     print(f"experiments, per-epoch CSVs and checkpoints: {experiments_root}/")

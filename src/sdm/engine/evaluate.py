@@ -28,6 +28,7 @@ from sdm.engine.embeddings import compute_embeddings, concatenated_embeddings
 from sdm.engine.fold import build_model, resolve_device
 from sdm.engine.model import EmbeddingModel
 from sdm.metrics import retrieval_metrics
+from sdm.models.trunks import input_convention
 
 SEPARATED = "separated"
 CONCATENATED = "concatenated"
@@ -86,8 +87,8 @@ def build_test_set(
     config: DictConfig, dataset: ImageDataset, splits: dict[str, Any]
 ) -> ImageDataset:
     """The test classes of ``dataset`` with the eval transform of the config's trunk."""
-    _, convention = build_eval_model(config)
-    return dataset.subset(splits["test"]).with_transform(build_transform(convention, train=False))
+    transform = build_transform(input_convention(config.model.trunk), train=False)
+    return dataset.subset(splits["test"]).with_transform(transform)
 
 
 def trained_folds(config: DictConfig, experiment_dir: str | Path) -> list[int]:
@@ -195,11 +196,19 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return header + "\n".join(lines) + "\n"
 
 
-def write_results(folder: Path, name: str, results: dict[str, Any]) -> None:
-    """``test_results.json`` (everything), ``.csv`` and ``.md`` (percent table)."""
+def result_rows(name: str, results: dict[str, Any],
+                pretrained_label: str = "Pretrained") -> list[dict[str, Any]]:
+    """Table rows of one experiment's results: its "Pretrained" row, when evaluated, then
+    the trained row."""
     rows = [percent_row(name, results["trained"])]
     if "pretrained" in results:
-        rows.insert(0, percent_row("Pretrained", results["pretrained"]))
+        rows.insert(0, percent_row(pretrained_label, results["pretrained"]))
+    return rows
+
+
+def write_results(folder: Path, name: str, results: dict[str, Any]) -> None:
+    """``test_results.json`` (everything), ``.csv`` and ``.md`` (percent table)."""
+    rows = result_rows(name, results)
     records.write_json(folder / "test_results.json", results)
     records.write_csv(folder / "test_results.csv", rows)
     records.write_text(folder / "test_results.md", markdown_table(rows))

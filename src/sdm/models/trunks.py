@@ -179,3 +179,12 @@ _PRETRAINABLE = {
                                           efficientnet_lite.FEATURE_DIM, IMAGENET_INPUT,
                                           _efficientnet_lite0_weights, "_fc."),
 }
+
+
+def input_convention(name: str) -> str:
+    """The input pipeline trunk ``name`` expects, without building the trunk."""
+    if name == SMALL_CNN:
+        return GLYPH_INPUT
+    if name not in _PRETRAINABLE:
+        raise ValueError(f"unknown trunk {name!r}; expected one of {', '.join(TRUNK_NAMES)}")
+    return _PRETRAINABLE[name].input_convention
