@@ -3,7 +3,7 @@ import random
 import pytest
 
 from sdm import mlrc_splits
-from sdm.data.splits import half_split
+from sdm.data.splits import Fold, Splits, half_split
 
 
 def span(first: int, last: int) -> list[int]:
@@ -15,10 +15,10 @@ def test_cub_table_of_the_design_exactly():
     splits = mlrc_splits(range(200))
     assert splits["test"] == span(100, 199)
     assert splits["folds"] == [
-        {"train": span(0, 74), "val": span(75, 99)},
-        {"train": span(25, 99), "val": span(0, 24)},
-        {"train": span(0, 24) + span(50, 99), "val": span(25, 49)},
-        {"train": span(0, 49) + span(75, 99), "val": span(50, 74)},
+        Fold(train=span(0, 74), val=span(75, 99)),
+        Fold(train=span(25, 99), val=span(0, 24)),
+        Fold(train=span(0, 24) + span(50, 99), val=span(25, 49)),
+        Fold(train=span(0, 49) + span(75, 99), val=span(50, 74)),
     ]
 
 
@@ -26,14 +26,14 @@ def test_cars_table_of_the_design_exactly():
     splits = mlrc_splits(range(1, 197))
     assert splits["test"] == span(99, 196)
     assert splits["folds"] == [
-        {"train": span(1, 74), "val": span(75, 98)},
-        {"train": span(25, 98), "val": span(1, 24)},
-        {"train": span(1, 25) + span(50, 98), "val": span(26, 49)},
-        {"train": span(1, 49) + span(74, 98), "val": span(50, 73)},
+        Fold(train=span(1, 74), val=span(75, 98)),
+        Fold(train=span(25, 98), val=span(1, 24)),
+        Fold(train=span(1, 25) + span(50, 98), val=span(26, 49)),
+        Fold(train=span(1, 49) + span(74, 98), val=span(50, 73)),
     ]
 
 
-def reference_splits(classes: list[int]) -> dict:
+def reference_splits(classes: list[int]) -> Splits:
     """Index-by-index restatement of DESIGN section 3, written independently."""
     ordered = sorted(classes)
     n = len(ordered)
@@ -44,8 +44,8 @@ def reference_splits(classes: list[int]) -> dict:
     for p in range(4):
         start = int(p / 4 * len(trainval))
         picked = [trainval[(start + j) % len(trainval)] for j in range(num_train + num_val)]
-        folds.append({"train": sorted(picked[:num_train]), "val": sorted(picked[num_train:])})
-    return {"test": ordered[n - num_test :], "folds": folds}
+        folds.append(Fold(train=sorted(picked[:num_train]), val=sorted(picked[num_train:])))
+    return Splits(test=ordered[n - num_test :], folds=folds)
 
 
 @pytest.mark.parametrize("num_classes", [8, 9, 13, 17, 31, 64, 101])
@@ -60,6 +60,13 @@ def test_other_sizes_match_the_reference_and_partition_the_classes(num_classes):
         assert sum(len(part) for part in parts) == num_classes
         assert set.union(*parts) == set(classes)
         assert len(fold["val"]) == int(num_classes * 0.125) >= 1
+
+
+def test_splits_read_as_attributes_or_as_the_dicts_of_earlier_versions():
+    splits = mlrc_splits(range(16))
+    assert splits["test"] is splits.test and splits["folds"][1]["val"] is splits.folds[1].val
+    with pytest.raises(KeyError):
+        splits["train"]
 
 
 def test_each_trainval_class_is_validation_in_at_most_one_fold():

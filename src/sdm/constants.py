@@ -6,7 +6,10 @@ CARS196 = "cars196"
 GLYPHS = "glyphs"
 FOLDER = "folder"
 CSV = "csv"
-DATASET_NAMES = (CUB200, CARS196, GLYPHS, FOLDER, CSV)
+SOP = "sop"
+INSHOP = "inshop"
+ICONS = "icons"
+DATASET_NAMES = (CUB200, CARS196, SOP, INSHOP, GLYPHS, ICONS, FOLDER, CSV)
 
 DEFAULT_DATASET_ROOT = "data"
 DEFAULT_EXPERIMENTS_ROOT = "experiments"
@@ -21,18 +24,37 @@ CARS_IMAGES = "cars196/car_ims"
 GLYPHS_FOLDER = "glyphs"
 GLYPHS_ARCHIVE = "glyphs/glyphs.npz"
 GLYPHS_MANIFEST = "glyphs/manifest.json"
-RESIZED_CACHE_FOLDER = "resized256"
+SOP_FOLDER = "Stanford_Online_Products"
+SOP_INFO = "Stanford_Online_Products/Ebay_info.txt"
+INSHOP_FOLDER = "inshop"
+INSHOP_PARTITION = "inshop/list_eval_partition.txt"
+ICONS_FOLDER = "icons"
+ICONS_ARCHIVE = "icons/icons.npz"
+ICONS_MANIFEST = "icons/manifest.json"
+RESIZED_CACHE_FOLDER = "resized{size}"  # formatted with the cache's shorter-side size
 
-EXPECTED_COUNTS = {CUB200: (11788, 200), CARS196: (16185, 196)}
+# (images, classes) of the complete official datasets.
+EXPECTED_COUNTS = {
+    CUB200: (11788, 200),
+    CARS196: (16185, 196),
+    SOP: (120053, 22634),
+    INSHOP: (52712, 7982),
+}
+
+# In-Shop's evaluation_status values (list_eval_partition.txt).
+INSHOP_TRAIN = "train"
+INSHOP_QUERY = "query"
+INSHOP_GALLERY = "gallery"
 
 # MLRC protocol.
 NUM_FOLDS = 4
 VAL_FRACTION = 0.125
 TEST_FRACTION = 0.5
 
-# Image pipelines.
+# Image pipelines: the paper's sizes (pixels), BN-Inception's default.
 RESIZE = 256
 CROP = 227
+MIN_IMAGE_SIZE = 16
 BNINCEPTION_MEAN_BGR_255 = (104.0, 117.0, 128.0)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

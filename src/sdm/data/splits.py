@@ -4,9 +4,40 @@ Splits are over class ids only; which images belong to a class is the dataset's 
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sdm.constants import NUM_FOLDS, TEST_FRACTION, VAL_FRACTION
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One cross-validation fold: sorted train and validation class ids."""
+
+    train: list[int]
+    val: list[int]
+
+    def __getitem__(self, key: str) -> list[int]:
+        """``fold["train"]`` / ``fold["val"]``, as in the dicts of earlier versions."""
+        return getattr(self, _field(self, key))
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Class-disjoint splits: sorted test class ids and the train/val folds."""
+
+    test: list[int]
+    folds: list[Fold]
+
+    def __getitem__(self, key: str) -> Any:
+        """``splits["test"]`` / ``splits["folds"]``, as in the dicts of earlier versions."""
+        return getattr(self, _field(self, key))
+
+
+def _field(instance: Any, key: str) -> str:
+    if key not in instance.__dataclass_fields__:
+        raise KeyError(key)
+    return key
 
 MIN_MLRC_CLASSES = 8  # the smallest n with at least one validation class at val_fraction 0.125
 
@@ -16,14 +47,14 @@ def mlrc_splits(
     num_folds: int = NUM_FOLDS,
     val_fraction: float = VAL_FRACTION,
     test_fraction: float = TEST_FRACTION,
-) -> dict[str, Any]:
+) -> Splits:
     """Split class ids into MLRC test classes and `num_folds` train/val folds.
 
     With the n classes sorted: test = the last int(n * test_fraction) classes, trainval = the
     others. Each fold has val = int(n * val_fraction) and train = n - val - test classes.
     Fold p starts at index floor(p * |trainval| / num_folds) of trainval, takes `train`
-    classes then `val` classes, wrapping around. Returns
-    ``{"test": [...], "folds": [{"train": [...], "val": [...]}, ...]}`` with sorted lists.
+    classes then `val` classes, wrapping around. All lists are sorted; ``splits.test``,
+    ``splits.folds[p].train`` and ``.val`` (also readable as ``splits["folds"][p]["train"]``).
     """
     ordered = _sorted_classes(classes)
     num_classes = len(ordered)
@@ -53,8 +84,8 @@ def mlrc_splits(
         train = sorted(rotated[:num_train])
         val = sorted(rotated[num_train : num_train + num_val])
         _assert_disjoint(train=train, val=val, test=test)
-        folds.append({"train": train, "val": val})
-    return {"test": test, "folds": folds}
+        folds.append(Fold(train=train, val=val))
+    return Splits(test=test, folds=folds)
 
 
 def half_split(classes: Iterable[int]) -> dict[str, list[int]]:
