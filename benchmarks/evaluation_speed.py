@@ -146,7 +146,11 @@ def measure(method: str, data_file: Path, repeats: int) -> dict:
 
 
 def describe_machine() -> str:
-    import faiss
+    try:
+        import faiss
+    except ImportError:
+        sys.exit("this benchmark compares with pytorch-metric-learning's faiss kNN: "
+                 "pip install -e '.[faiss]' first")
     import pytorch_metric_learning
     import torch
 

@@ -21,14 +21,16 @@ from pathlib import Path
 
 from sdm import constants as C
 from sdm import records
-from sdm.config import load_config
-from sdm.engine.evaluate import CONCATENATED, SEPARATED, TABLE_ORDER, evaluate_experiment
-from sdm.engine.experiment import experiment_folder, load_experiment_dataset, run_experiment
+from sdm.config import PACKAGED_CONFIGS, load_config
+from sdm.constants import CONCATENATED, SEPARATED, TABLE_ORDER
+from sdm.engine.build import load_experiment_dataset
+from sdm.engine.evaluate import evaluate_experiment
+from sdm.engine.experiment import experiment_folder, run_experiment
+from sdm.results import read_results, results_file, write_results
 
-CONFIGS = Path(__file__).resolve().parents[1] / "exp_configs" / "glyphs"
+CONFIGS = PACKAGED_CONFIGS / "glyphs"
 LOSSES = ("contrast", "triplet", "margin", "ms")
 VARIANTS = {"off": "{loss}.yaml", "paper": "{loss}_sdm.yaml", "t1": "{loss}_sdm_t1.yaml"}
-RESULTS_FILE = f"{records.RESULTS_FOLDER}/test_results.json"
 
 
 def experiment_config(loss: str, variant: str, seed: int, root: Path):
@@ -40,20 +42,21 @@ def experiment_config(loss: str, variant: str, seed: int, root: Path):
 def run_one(loss: str, variant: str, seed: int, root: Path) -> None:
     config = experiment_config(loss, variant, seed, root)
     folder = experiment_folder(config)
-    if (folder / RESULTS_FILE).is_file():
+    if results_file(folder / C.RESULTS_FOLDER, ".json").is_file():
         return
     start = time.time()
     run_experiment(config)
     dataset, splits = load_experiment_dataset(config)
-    evaluate_experiment(config, folder, dataset, splits, pretrained=False)
+    results = evaluate_experiment(config, folder, dataset, splits, pretrained=False)
+    write_results(folder / C.RESULTS_FOLDER, results)
     print(f"{config.name}: {time.time() - start:.0f} s", flush=True)
 
 
-def scores(result: dict) -> dict[str, float]:
-    """The six table numbers of one experiment, in percent."""
-    trained = result["trained"]
-    return {f"{mode}_{metric}": 100 * (trained[mode]["mean"][metric] if mode == SEPARATED
-                                       else trained[mode][metric])
+def scores(folder: Path) -> dict[str, float]:
+    """The six table numbers of one evaluated experiment, in percent."""
+    trained = read_results(folder / C.RESULTS_FOLDER).trained
+    by_mode = {SEPARATED: trained.separated.mean, CONCATENATED: trained.concatenated}
+    return {f"{mode}_{metric}": 100 * by_mode[mode][metric]
             for mode in TABLE_ORDER for metric in C.METRIC_NAMES}
 
 
@@ -64,9 +67,9 @@ def collect(root: Path, seeds: list[int], t1_losses: list[str]) -> dict:
     pairs += [(loss, "t1") for loss in t1_losses]
     for loss, variant in pairs:
         for seed in seeds:
-            path = root / f"{loss}_{variant}_seed{seed}" / RESULTS_FILE
-            if path.is_file():
-                found.setdefault((loss, variant), {})[seed] = scores(records.read_json(path))
+            folder = root / f"{loss}_{variant}_seed{seed}"
+            if results_file(folder / C.RESULTS_FOLDER, ".json").is_file():
+                found.setdefault((loss, variant), {})[seed] = scores(folder)
     return found
 
 

@@ -23,7 +23,8 @@ import torch
 from omegaconf import OmegaConf
 
 from sdm.config import load_config
-from sdm.engine.fold import build_fold_loss, build_model, build_optimizers, train_step
+from sdm.engine.build import build_fold_loss, build_model, build_optimizers, sdm_passes
+from sdm.engine.step import train_step
 from sdm.models.trunks import build_trunk
 
 SETTINGS = {
@@ -44,18 +45,18 @@ class Setting:
         config.sdm = OmegaConf.merge(config.sdm, sdm)
         torch.manual_seed(0)
         self.device = torch.device(args.device)
-        self.model = build_model(config)[0].to(self.device).train()
+        self.model = build_model(config).to(self.device).train()
         self.loss = build_fold_loss(config, num_classes=args.batch // 4).to(self.device)
         self.optimizers = build_optimizers(config, self.model, self.loss)
         self.scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
-        self.sdm = config.sdm
+        self.passes, self.batched = sdm_passes(config), config.sdm.batched_passes
 
     def step_seconds(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        train_step(self.model, self.loss, self.optimizers, images, labels, sdm=self.sdm,
-                   scaler=self.scaler)
+        train_step(self.model, self.loss, self.optimizers, images, labels, passes=self.passes,
+                   batched_passes=self.batched, scaler=self.scaler)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - start

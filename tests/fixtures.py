@@ -1,4 +1,4 @@
-"""Builders of tiny on-disk datasets in the real CUB-200-2011 and Cars196 layouts.
+"""Builders of tiny on-disk datasets in the real CUB-200-2011, Cars196, SOP and In-Shop layouts.
 
 Plain functions (not pytest fixtures) so any test can call them with its own tmp_path.
 Images carry a class-dependent colour and stripe pattern plus per-image noise, so a model
@@ -12,6 +12,10 @@ import scipy.io
 from PIL import Image
 
 CARS_FIELDS = ("relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test")
+SOP_SUPER_CLASSES = ("bicycle", "cabinet", "chair", "coffee_maker", "fan", "kettle")
+SOP_HEADER = "image_id class_id super_class_id path"
+INSHOP_CATEGORIES = (("WOMEN", "Dresses"), ("MEN", "Denim"), ("WOMEN", "Blouses_Shirts"))
+INSHOP_VIEWS = ("front", "side", "back", "full")
 
 
 def class_pattern(label: int, index: int, size: tuple[int, int]) -> np.ndarray:
@@ -85,6 +89,83 @@ def make_cars_tree(root: Path, num_classes: int = 8, per_class: int = 4) -> Path
     scipy.io.savemat(
         cars / "cars_annos.mat", {"annotations": annotations, "class_names": class_names}
     )
+    return Path(root)
+
+
+def make_sop_tree(
+    root: Path,
+    num_classes: int = 12,
+    per_class: int = 3,
+    num_super_classes: int = 3,
+    size: tuple[int, int] = (32, 24),
+) -> Path:
+    """Write a tiny Stanford Online Products tree below `root`; return `root`.
+
+    As in Stanford_Online_Products.zip: root/Stanford_Online_Products/Ebay_info.txt (header
+    `image_id class_id super_class_id path`, image ids 1..N, class ids 1..num_classes in
+    contiguous runs per super class), Ebay_train.txt (the first ceil(n/2) classes) and
+    Ebay_test.txt (the others) with the same header and ids, and the JPEGs at
+    <super class>_final/<product id>_<k>.JPG. `size` is (width, height) in pixels.
+    """
+    sop = Path(root) / "Stanford_Online_Products"
+    num_train_classes = num_classes - num_classes // 2
+    parts: dict[str, list[str]] = {"Ebay_info": [], "Ebay_train": [], "Ebay_test": []}
+    for class_id in range(1, num_classes + 1):
+        super_id = (class_id - 1) * num_super_classes // num_classes + 1
+        folder = f"{SOP_SUPER_CLASSES[super_id - 1]}_final"
+        (sop / folder).mkdir(parents=True, exist_ok=True)
+        official = "Ebay_train" if class_id <= num_train_classes else "Ebay_test"
+        for k in range(per_class):
+            relative = f"{folder}/{111085122870 + class_id}_{k}.JPG"
+            Image.fromarray(class_pattern(class_id, k, size)).save(sop / relative, quality=95)
+            line = f"{len(parts['Ebay_info']) + 1} {class_id} {super_id} {relative}"
+            parts["Ebay_info"].append(line)
+            parts[official].append(line)
+    for name, lines in parts.items():
+        (sop / f"{name}.txt").write_text("\n".join([SOP_HEADER, *lines]) + "\n")
+    return Path(root)
+
+
+def inshop_item_ids(num_train_items: int, num_test_items: int) -> tuple[list[int], list[int]]:
+    """(train item numbers, query/gallery item numbers) that make_inshop_tree writes.
+
+    Train items are 2, 5, 8, ...; query/gallery items 3, 6, 9, ... (interleaved, as in the
+    official file, where train and test items alternate in id order).
+    """
+    return [2 + 3 * j for j in range(num_train_items)], [3 + 3 * j for j in range(num_test_items)]
+
+
+def make_inshop_tree(
+    root: Path,
+    num_train_items: int = 10,
+    num_test_items: int = 6,
+    per_item: int = 3,
+    size: tuple[int, int] = (24, 32),
+) -> Path:
+    """Write a tiny In-Shop Clothes Retrieval tree below `root`; return `root`.
+
+    root/inshop/list_eval_partition.txt as in the official Eval/ folder: line 1 the image
+    count, line 2 the header `image_name item_id evaluation_status`, then one line per image
+    (`img/<GENDER>/<Category>/id_XXXXXXXX/NN_k_<view>.jpg id_XXXXXXXX <status>`), items in id
+    order; images at root/inshop/img/... . Items come from inshop_item_ids; the images of a
+    train item are "train", those of a query/gallery item alternate "query" (k even) and
+    "gallery" (k odd). `size` is (width, height) in pixels.
+    """
+    inshop = Path(root) / "inshop"
+    train_items, test_items = inshop_item_ids(num_train_items, num_test_items)
+    lines: list[str] = []
+    for index, number in enumerate(sorted(train_items + test_items)):
+        gender, category = INSHOP_CATEGORIES[index % len(INSHOP_CATEGORIES)]
+        item = f"id_{number:08d}"
+        (inshop / "img" / gender / category / item).mkdir(parents=True, exist_ok=True)
+        for k in range(per_item):
+            view = INSHOP_VIEWS[k % len(INSHOP_VIEWS)]
+            relative = f"img/{gender}/{category}/{item}/{k // 4 + 1:02d}_{k % 4 + 1}_{view}.jpg"
+            Image.fromarray(class_pattern(number, k, size)).save(inshop / relative, quality=95)
+            status = "train" if number in train_items else ("query", "gallery")[k % 2]
+            lines.append(f"{relative:<56}{item:<16}{status}")  # padded like the real file
+    header = [str(len(lines)), "image_name item_id evaluation_status"]
+    (inshop / "list_eval_partition.txt").write_text("\n".join(header + lines) + "\n")
     return Path(root)
 
 

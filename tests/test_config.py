@@ -59,11 +59,11 @@ def test_semantic_checks():
 
 def test_config_difference_lists_changed_leaves():
     old = load_config()
-    new = load_config(overrides=["training.seed=3", "loss.params={margin: 0.1}"])
+    new = load_config(overrides=["training.seed=3", "loss.params={neg_margin: 0.1}"])
     assert config_difference(old, new) == {
         "training.seed": (0, 3),
         "loss.params": ({}, None),
-        "loss.params.margin": (None, 0.1),
+        "loss.params.neg_margin": (None, 0.1),
     }
 
 

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from fixtures import class_pattern, make_cars_tree, make_cub_tree, write_corrupt_jpeg, write_jpeg
+from sdm.data import images
 from sdm.data.commands import register
 from sdm.data.datasets import (
     ArrayImageDataset,
@@ -21,6 +22,7 @@ from sdm.data.datasets import (
     load_cub200,
     load_dataset,
     load_image_folder,
+    read_rgb_image,
     unpack_cub_archive,
 )
 from sdm.data.transforms import build_transform
@@ -138,6 +140,24 @@ def test_corrupt_and_missing_images_fail_when_read_naming_their_path(tmp_path):
         dataset.load_image(0)
 
 
+def test_a_failed_read_suggests_the_command_that_finds_every_unreadable_image(tmp_path):
+    corrupt = write_corrupt_jpeg(tmp_path / "k" / "bad.jpg")
+    with pytest.raises(DatasetError) as error:
+        load_image_folder(tmp_path)[0]
+    message = str(error.value)
+    assert message.startswith(f"cannot decode image {corrupt}: ")
+    assert message.endswith(
+        "; find every unreadable image first with `sdm data check <dataset> --verify-images` "
+        "(add --path DIR for folder/csv)"
+    )
+    with pytest.raises(DatasetError, match="not found: .*; find every unreadable image first"):
+        read_rgb_image(tmp_path / "nowhere.jpg")
+
+
+def test_the_image_reader_and_its_error_are_still_importable_from_datasets():
+    assert DatasetError is images.DatasetError and read_rgb_image is images.read_rgb_image
+
+
 # --- Cars196 ---
 
 
@@ -203,6 +223,16 @@ def test_subset_and_with_transform(tmp_path):
     batches = list(torch.utils.data.DataLoader(part, batch_size=8))
     assert batches[0][0].shape == (8, 3, 28, 28)
     assert batches[0][1].tolist() == [1] * 4 + [6] * 4
+
+
+def test_partition_is_none_by_default_and_must_match_the_labels(tmp_path):
+    dataset = load_partial_cub(make_cub_tree(tmp_path))
+    assert dataset.partition is None and dataset.subset([1]).partition is None
+    paths = [tmp_path / f"{i}.jpg" for i in range(4)]
+    with pytest.raises(ValueError, match=r"partition has shape \(3,\) but labels \(4,\)"):
+        FileImageDataset(paths, [1, 1, 2, 2], "x", partition=["train"] * 3)
+    part = FileImageDataset(paths, [1, 2, 1, 2], "x", partition=["a", "b", "c", "d"]).subset([2])
+    assert part.partition.tolist() == ["b", "d"] and part.paths == [paths[1], paths[3]]
 
 
 def test_array_dataset_yields_l_or_rgb_images():
@@ -341,6 +371,24 @@ def test_unpack_and_glyph_commands(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "sdm.data.glyphs", fake)
     assert run_data_command("glyphs", "--dataset-root", str(root)) == 0
     assert str(root / "glyphs" / "glyphs.npz") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["folder", "csv"])
+def test_sdm_data_check_verify_images_lists_undecodable_user_images(tmp_path, capsys, kind):
+    from sdm.cli import main
+
+    write_jpeg(tmp_path / "own" / "ant" / "1.jpg", "RGB")
+    write_jpeg(tmp_path / "own" / "bee" / "1.jpg", "L")
+    corrupt = write_corrupt_jpeg(tmp_path / "own" / "bee" / "2.jpg")
+    listing = tmp_path / "own" / "list.csv"
+    listing.write_text("path,label\nant/1.jpg,ant\nbee/1.jpg,bee\nbee/2.jpg,bee\n")
+    argv = ["data", "check", kind, "--path", str(listing if kind == "csv" else listing.parent)]
+    assert main(argv) == 0  # without --verify-images nothing is decoded
+    assert "images: 3" in capsys.readouterr().out
+    assert main([*argv, "--verify-images"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: 1 of 3 images cannot be read:\n  cannot decode image {corrupt}: " in err
+    assert "find every unreadable image" not in err  # the list itself needs no hint
 
 
 def test_file_dataset_rejects_mismatched_lengths(tmp_path):

@@ -5,16 +5,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fixtures import make_cub_tree
 from sdm import constants as C
 from sdm import records
 from sdm.config import load_config
 from sdm.data.datasets import DatasetError
+from sdm.engine import build
 from sdm.engine import evaluate as ev
+from sdm.engine.build import build_model, load_experiment_dataset
 from sdm.engine.embeddings import compute_embeddings, concatenated_embeddings
-from sdm.engine.experiment import load_experiment_dataset, run_experiment
-from sdm.engine.fold import FoldTrainer, build_model
+from sdm.engine.experiment import run_experiment
+from sdm.engine.fold import FoldTrainer
 from sdm.metrics import retrieval_metrics
+from sdm.results import write_results
 
 LOSS_PARAMS = {
     "contrastive": "{pos_margin: 0.0, neg_margin: 0.5}",
@@ -24,58 +26,47 @@ LOSS_PARAMS = {
 }
 
 
-@pytest.fixture(scope="module")
-def cub_root(tmp_path_factory):
-    return make_cub_tree(tmp_path_factory.mktemp("data"), num_classes=16, per_class=4)
+@pytest.fixture
+def load(tiny_config):
+    """The tiny CUB fixture and its splits (loaded partially: it is not the full CUB)."""
 
+    def dataset_and_splits():
+        with pytest.warns(UserWarning):
+            return load_experiment_dataset(tiny_config("x"))
 
-def tiny_config(root, experiments, name, *extra):
-    return load_config(overrides=[
-        f"name={name}", f"experiments_root={experiments}", f"dataset.root={root}",
-        "dataset.allow_partial=true", "dataset.use_cache=false", "model.trunk=small_cnn",
-        "model.pretrained=false", "model.embedding_sizes=[16]",
-        "optimizer.trunk_lr=0.001", "optimizer.embedder_lr=0.001",
-        "training.batch_size=8", "training.m_per_class=4", "training.iterations_per_epoch=3",
-        "training.max_epochs=2", "training.save_interval=1", "training.patience=5",
-        "training.folds=[0,1]", "training.num_workers=0", "training.eval_batch_size=16",
-        "sdm.passes=2", "sdm.masks=2", *extra,
-    ])
-
-
-def load(root):
-    with pytest.warns(UserWarning):
-        return load_experiment_dataset(tiny_config(root, "unused", "x"))
+    return dataset_and_splits
 
 
 @pytest.mark.parametrize("sdm", [False, True])
 @pytest.mark.parametrize("loss", sorted(LOSS_PARAMS))
-def test_short_experiment_trains_and_evaluates(cub_root, tmp_path, loss, sdm):
-    config = tiny_config(cub_root, tmp_path, f"{loss}_{sdm}", f"loss.name={loss}",
+def test_short_experiment_trains_and_evaluates(tiny_config, load, tmp_path, loss, sdm):
+    config = tiny_config(f"{loss}_{sdm}", f"loss.name={loss}",
                          f"loss.params={LOSS_PARAMS[loss]}", f"sdm.enabled={sdm}")
     with pytest.warns(UserWarning, match="partial"):
         summaries = run_experiment(config)
     assert [s["fold"] for s in summaries] == [0, 1]
     folder = tmp_path / config.name
     for fold in (0, 1):
-        rows = records.read_csv(folder / f"fold_{fold}" / records.METRICS_CSV)
+        rows = records.read_csv(folder / f"fold_{fold}" / C.METRICS_CSV)
         assert [int(r["epoch"]) for r in rows] == [-1, 0, 1, 2]
         assert all(0 <= float(r[C.MAP_AT_R]) <= 1 for r in rows)
         best = max(rows[1:], key=lambda r: float(r[C.MAP_AT_R]))
         assert summaries[fold]["best_epoch"] == int(best["epoch"])
-    dataset, splits = load(cub_root)
+    dataset, splits = load()
     results = ev.evaluate_experiment(config, folder, dataset, splits)
-    separated = results["trained"]["separated"]
+    write_results(folder / C.RESULTS_FOLDER, results)
+    separated = results.trained.separated
     for metric in C.METRIC_NAMES:
-        per_model = [s[metric] for s in separated["per_model"]]
-        assert separated["mean"][metric] == pytest.approx(np.mean(per_model))
-        assert separated["std"][metric] == pytest.approx(np.std(per_model))
-    assert results["trained"]["dims"] == {"separated": 16, "concatenated": 32}
+        per_model = [s[metric] for s in separated.per_model]
+        assert separated.mean[metric] == pytest.approx(np.mean(per_model))
+        assert separated.std[metric] == pytest.approx(np.std(per_model))
+    assert results.trained.dims == {"separated": 16, "concatenated": 32}
     table = (folder / "results" / "test_results.md").read_text()
     assert "Pretrained" in table and config.name in table
 
 
-def test_rerun_skips_finished_folds(cub_root, tmp_path):
-    config = tiny_config(cub_root, tmp_path, "skip", "training.folds=[0]")
+def test_rerun_skips_finished_folds(tiny_config):
+    config = tiny_config("skip", "training.folds=[0]")
     with pytest.warns(UserWarning):
         first = run_experiment(config)
     with pytest.warns(UserWarning):
@@ -83,13 +74,14 @@ def test_rerun_skips_finished_folds(cub_root, tmp_path):
     assert first == second
 
 
-def test_interrupted_fold_resumes_to_identical_numbers(cub_root, tmp_path, monkeypatch):
-    dataset, splits = load(cub_root)
+def test_interrupted_fold_resumes_to_identical_numbers(tiny_config, load, tmp_path,
+                                                         monkeypatch):
+    dataset, splits = load()
     extra = ("training.max_epochs=3", "sdm.enabled=true", "loss.name=margin")
-    config = tiny_config(cub_root, tmp_path, "straight", *extra)
+    config = tiny_config("straight", *extra)
     FoldTrainer(config, 0, tmp_path / "straight", dataset, splits).run()
 
-    config = tiny_config(cub_root, tmp_path, "interrupted", *extra)
+    config = tiny_config("interrupted", *extra)
     original = FoldTrainer.train_one_epoch
 
     def stop_at_epoch_2(self, epoch):
@@ -103,19 +95,19 @@ def test_interrupted_fold_resumes_to_identical_numbers(cub_root, tmp_path, monke
     monkeypatch.setattr(FoldTrainer, "train_one_epoch", original)
     FoldTrainer(config, 0, tmp_path / "interrupted", dataset, splits).run()
 
-    straight = records.read_csv(tmp_path / "straight" / "fold_0" / records.METRICS_CSV)
-    resumed = records.read_csv(tmp_path / "interrupted" / "fold_0" / records.METRICS_CSV)
+    straight = records.read_csv(tmp_path / "straight" / "fold_0" / C.METRICS_CSV)
+    resumed = records.read_csv(tmp_path / "interrupted" / "fold_0" / C.METRICS_CSV)
     assert resumed == straight
-    a = records.load_checkpoint(tmp_path / "straight" / "fold_0" / records.LATEST_CHECKPOINT)
-    b = records.load_checkpoint(tmp_path / "interrupted" / "fold_0" / records.LATEST_CHECKPOINT)
+    a = records.load_checkpoint(tmp_path / "straight" / "fold_0" / C.LATEST_CHECKPOINT)
+    b = records.load_checkpoint(tmp_path / "interrupted" / "fold_0" / C.LATEST_CHECKPOINT)
     for key in a["embedder"]:
         assert torch.equal(a["embedder"][key], b["embedder"][key])
     assert torch.equal(a["loss"]["base_loss.beta"], b["loss"]["base_loss.beta"])
 
 
-def test_early_stopping_when_validation_stops_improving(cub_root, tmp_path):
-    dataset, splits = load(cub_root)
-    config = tiny_config(cub_root, tmp_path, "stop", "optimizer.trunk_lr=0.0",
+def test_early_stopping_when_validation_stops_improving(tiny_config, load, tmp_path):
+    dataset, splits = load()
+    config = tiny_config("stop", "optimizer.trunk_lr=0.0",
                          "optimizer.embedder_lr=0.0", "training.max_epochs=20",
                          "training.patience=2")
     summary = FoldTrainer(config, 0, tmp_path / "stop", dataset, splits).run()
@@ -123,27 +115,27 @@ def test_early_stopping_when_validation_stops_improving(cub_root, tmp_path):
     assert summary["last_epoch"] == 3
 
 
-def test_changed_config_is_refused_unless_allowed(cub_root, tmp_path):
-    config = tiny_config(cub_root, tmp_path, "change", "training.folds=[0]",
+def test_changed_config_is_refused_unless_allowed(tiny_config, tmp_path):
+    config = tiny_config("change", "training.folds=[0]",
                          "training.max_epochs=1")
     with pytest.warns(UserWarning):
         run_experiment(config)
-    changed = tiny_config(cub_root, tmp_path, "change", "training.folds=[0]",
+    changed = tiny_config("change", "training.folds=[0]",
                           "training.max_epochs=1", "loss.params={neg_margin: 0.7}")
     with pytest.raises(ValueError, match=r"loss.params.neg_margin: None -> 0.7"):
         run_experiment(changed)
     with pytest.warns(UserWarning):
         run_experiment(changed, allow_config_change=True)
-    log = records.read_json(tmp_path / "change" / records.CONFIG_CHANGES_FILE)
+    log = records.read_json(tmp_path / "change" / C.CONFIG_CHANGES_FILE)
     assert log[0]["changes"]["loss.params.neg_margin"] == [None, 0.7]
 
 
-def test_concatenated_evaluation_equals_a_hand_concatenation(cub_root):
-    dataset, splits = load(cub_root)
-    config = tiny_config(cub_root, "unused", "concat")
+def test_concatenated_evaluation_equals_a_hand_concatenation(tiny_config, load):
+    dataset, splits = load()
+    config = tiny_config("concat")
     torch.manual_seed(0)
-    models = [build_model(config)[0] for _ in range(3)]
-    test_set = ev.build_test_set(config, dataset, splits)
+    models = [build_model(config) for _ in range(3)]
+    test_set = build.test_dataset(config, dataset, splits)
     result = ev.evaluate_models(models, test_set, config)
     by_hand = []
     for model in models:
@@ -155,12 +147,12 @@ def test_concatenated_evaluation_equals_a_hand_concatenation(cub_root):
     assert torch.allclose(concatenated_embeddings(by_hand), joined, atol=1e-6)
     expected = retrieval_metrics(joined, torch.as_tensor(test_set.labels))
     for metric in C.METRIC_NAMES:
-        assert result["concatenated"][metric] == pytest.approx(expected[metric])
+        assert result.concatenated[metric] == pytest.approx(expected[metric])
 
 
-def test_batched_passes_equal_sequential_without_feature_dropout(cub_root):
-    config = tiny_config(cub_root, "unused", "passes", "sdm.enabled=false")
-    model, _ = build_model(config)
+def test_batched_passes_equal_sequential_without_feature_dropout(tiny_config):
+    config = tiny_config("passes", "sdm.enabled=false")
+    model = build_model(config)
     model.train()
     images = torch.randn(4, 1, 32, 32)
     batched = model.perturbed_passes(images, 3, batched=True)
@@ -169,13 +161,13 @@ def test_batched_passes_equal_sequential_without_feature_dropout(cub_root):
     assert torch.allclose(batched, sequential, atol=1e-5)
 
 
-def test_batched_passes_match_sequential_in_distribution_with_feature_dropout(cub_root):
+def test_batched_passes_match_sequential_in_distribution_with_feature_dropout(tiny_config):
     from sdm.models.batchnorm import train_with_frozen_batchnorm
 
-    config = tiny_config(cub_root, "unused", "passes", "sdm.enabled=true",
+    config = tiny_config("passes", "sdm.enabled=true",
                          "sdm.feature_dropout=0.3")
     torch.manual_seed(0)
-    model, _ = build_model(config)
+    model = build_model(config)
     train_with_frozen_batchnorm(model)
     images = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
@@ -192,28 +184,29 @@ def test_batched_passes_match_sequential_in_distribution_with_feature_dropout(cu
     assert spread == pytest.approx(float(sequential.std(0).mean()), rel=0.2)
 
 
-def test_missing_dataset_is_a_clear_error(tmp_path):
-    config = tiny_config(tmp_path / "nowhere", tmp_path, "missing")
+def test_missing_dataset_is_a_clear_error(tiny_config, tmp_path):
+    config = tiny_config("missing", f"dataset.root={tmp_path / 'nowhere'}")
     with pytest.raises(DatasetError, match="cub2011"):
         run_experiment(config)
+    assert not (tmp_path / "missing").exists()
 
 
-def test_embeddings_are_unit_length_and_in_dataset_order(cub_root):
-    dataset, splits = load(cub_root)
-    config = tiny_config(cub_root, "unused", "emb")
-    model, _ = build_model(config)
-    test_set = ev.build_test_set(config, dataset, splits)
+def test_embeddings_are_unit_length_and_in_dataset_order(tiny_config, load):
+    dataset, splits = load()
+    config = tiny_config("emb")
+    model = build_model(config)
+    test_set = build.test_dataset(config, dataset, splits)
     embeddings, labels = compute_embeddings(model, test_set, device=torch.device("cpu"),
                                             batch_size=5)
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(len(test_set)), atol=1e-5)
     assert labels.tolist() == list(test_set.labels)
 
 
-def test_released_model_files_evaluate_like_the_models_they_hold(cub_root, tmp_path):
-    dataset, splits = load(cub_root)
-    config = tiny_config(cub_root, tmp_path, "released")
+def test_released_model_files_evaluate_like_the_models_they_hold(tiny_config, load, tmp_path):
+    dataset, splits = load()
+    config = tiny_config("released")
     torch.manual_seed(3)
-    models = [build_model(config)[0] for _ in range(2)]
+    models = [build_model(config) for _ in range(2)]
     for fold, model in enumerate(models):
         folder = tmp_path / "released" / f"fold_{fold}" / "saved_models"
         folder.mkdir(parents=True)
@@ -221,11 +214,62 @@ def test_released_model_files_evaluate_like_the_models_they_hold(cub_root, tmp_p
         torch.save(model.embedder.state_dict(), folder / "embedder_best4.pth")
         torch.save(model.embedder.state_dict(), folder / "embedder_best2.pth")
         torch.save(model.trunk.state_dict(), folder / "trunk_best2.pth")
-    pairs = ev.find_released_models(tmp_path / "released")
+    pairs = build.find_released_models(tmp_path / "released")
     assert [p[0].name for p in pairs] == ["trunk_best4.pth", "trunk_best4.pth"]
-    loaded = [ev.load_released_model(config, trunk, embedder) for trunk, embedder in pairs]
-    test_set = ev.build_test_set(config, dataset, splits)
+    loaded = [build.load_released_model(config, trunk, embedder) for trunk, embedder in pairs]
+    test_set = build.test_dataset(config, dataset, splits)
     assert ev.evaluate_models(loaded, test_set, config) == ev.evaluate_models(
         models, test_set, config)
     with pytest.raises(FileNotFoundError, match="trunk_best<E>.pth"):
-        ev.find_released_models(tmp_path / "nothing_here")
+        build.find_released_models(tmp_path / "nothing_here")
+
+
+def brute_force_query_gallery(queries, query_labels, gallery, gallery_labels):
+    """P@1, R-Precision and MAP@R of each query ranked against the gallery, one by one."""
+    totals = {C.PRECISION_AT_1: 0.0, C.R_PRECISION: 0.0, C.MAP_AT_R: 0.0}
+    scored = 0
+    for query, label in zip(queries.tolist(), query_labels.tolist(), strict=True):
+        distances = [sum((a - b) ** 2 for a, b in zip(query, item, strict=True))
+                     for item in gallery.tolist()]
+        order = sorted(range(len(distances)), key=lambda i: (distances[i], i))
+        hits = [int(gallery_labels[i] == label) for i in order]
+        r = sum(hits)
+        if r == 0:
+            continue
+        scored += 1
+        totals[C.PRECISION_AT_1] += hits[0]
+        totals[C.R_PRECISION] += sum(hits[:r]) / r
+        totals[C.MAP_AT_R] += sum(sum(hits[:i + 1]) / (i + 1) * hits[i] for i in range(r)) / r
+    return {name: value / scored for name, value in totals.items()}
+
+
+def test_inshop_test_set_is_evaluated_query_against_gallery(tmp_path, tiny_overrides):
+    from fixtures import make_inshop_tree
+
+    root = make_inshop_tree(tmp_path / "data", num_train_items=16, num_test_items=6,
+                            per_item=4, size=(60, 40))
+    config = load_config(overrides=tiny_overrides(root, tmp_path, "inshop",
+                                                  "dataset.name=inshop"))
+    with pytest.warns(UserWarning, match="partial"):
+        dataset, splits = load_experiment_dataset(config)
+    torch.manual_seed(0)
+    models = [build_model(config) for _ in range(2)]
+    test_set = build.test_dataset(config, dataset, splits)
+    result = ev.evaluate_models(models, test_set, config)
+    queries = torch.as_tensor(test_set.partition == "query")
+    gallery = torch.as_tensor(test_set.partition == "gallery")
+    assert int(queries.sum()) == int(gallery.sum()) == 12
+    per_model = []
+    for model in models:
+        embeddings, labels = compute_embeddings(model, test_set, device=torch.device("cpu"))
+        per_model.append(embeddings)
+        expected = brute_force_query_gallery(embeddings[queries], labels[queries],
+                                             embeddings[gallery], labels[gallery])
+        got = result.separated.per_model[len(per_model) - 1]
+        for metric in C.METRIC_NAMES:
+            assert got[metric] == pytest.approx(expected[metric], abs=1e-6)
+    joined = concatenated_embeddings(per_model)
+    expected = brute_force_query_gallery(joined[queries], labels[queries], joined[gallery],
+                                         labels[gallery])
+    for metric in C.METRIC_NAMES:
+        assert result.concatenated[metric] == pytest.approx(expected[metric], abs=1e-6)

@@ -7,7 +7,7 @@ import torch
 from pytorch_metric_learning import losses
 
 from sdm.config import load_config
-from sdm.engine.fold import build_fold_loss, build_model, build_optimizers
+from sdm.engine.build import build_fold_loss, build_model, build_optimizers
 from sdm.sdm_loss import SDMLoss
 
 EXP_CONFIGS = Path(__file__).resolve().parents[1] / "exp_configs"
@@ -30,7 +30,7 @@ def test_the_paper_experiments_and_their_baselines_are_all_there():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(EXP_CONFIGS).as_posix())
 def test_config_builds_model_loss_and_optimizers(path):
     config = load_config([path], ["model.pretrained=false"])
-    model, _ = build_model(config)
+    model = build_model(config)
     loss = build_fold_loss(config, num_classes=10)
     optimizers = build_optimizers(config, model, loss)
     assert isinstance(loss, SDMLoss) == config.sdm.enabled

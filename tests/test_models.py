@@ -55,15 +55,6 @@ def trunk_input(name, batch=2, seed=0):
     return torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Inputs here are tiny; one thread avoids the stalls of two threads on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bninception():
     torch.manual_seed(0)

@@ -2,33 +2,30 @@
 
 import pytest
 
-from fixtures import make_cub_tree
 from sdm import constants as C
 from sdm import records
 from sdm.cli import main
 from sdm.config import load_config
+from sdm.engine.build import load_experiment_dataset
 from sdm.engine.evaluate import evaluate_experiment
-from sdm.engine.experiment import experiment_folder, load_experiment_dataset, run_experiment
+from sdm.engine.experiment import experiment_folder, run_experiment
 from sdm.report import paper_results, write_report
+from sdm.results import write_results
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, cub_root, tiny_overrides):
     tmp = tmp_path_factory.mktemp("report")
-    root = make_cub_tree(tmp / "data", num_classes=16, per_class=4)
     folders = []
     for name, sdm in (("base", "false"), ("with_sdm", "true")):
-        config = load_config(overrides=[
-            f"name={name}", f"experiments_root={tmp / 'exp'}", f"dataset.root={root}",
-            "dataset.allow_partial=true", "dataset.use_cache=false", "model.trunk=small_cnn",
-            "model.pretrained=false", "training.batch_size=8", "training.max_epochs=2",
-            "training.iterations_per_epoch=2", "training.save_interval=1",
-            "training.folds=[0,1]", "training.num_workers=0", "loss.name=contrastive",
-            f"sdm.enabled={sdm}", "sdm.passes=2", "sdm.masks=2"])
+        config = load_config(overrides=tiny_overrides(
+            cub_root, tmp / "exp", name, "model.embedding_sizes=[128]", "training.max_epochs=2",
+            "training.iterations_per_epoch=2", "loss.name=contrastive", f"sdm.enabled={sdm}"))
         with pytest.warns(UserWarning):
             run_experiment(config)
             dataset, splits = load_experiment_dataset(config)
-        evaluate_experiment(config, experiment_folder(config), dataset, splits)
+        results = evaluate_experiment(config, experiment_folder(config), dataset, splits)
+        write_results(experiment_folder(config) / C.RESULTS_FOLDER, results)
         folders.append(experiment_folder(config))
     return tmp, folders
 
@@ -78,3 +75,25 @@ def test_nearest_neighbours_exclude_the_query_and_sort_by_distance():
 
     points = torch.tensor([[0.0], [1.0], [3.0], [3.5], [10.0]])
     assert nearest_neighbours(points, [2, 0], k=3).tolist() == [[3, 1, 0], [1, 2, 3]]
+
+
+def test_evaluate_follows_the_config_evaluation_group(finished, tmp_path):
+    import shutil
+
+    _, folders = finished
+    shutil.copytree(folders[0], tmp_path / "copy")
+    saved = str(tmp_path / "copy" / C.CONFIG_FILE)
+    with pytest.warns(UserWarning):
+        assert main(["evaluate", saved, f"experiments_root={tmp_path}", "name=copy",
+                     "evaluation.concatenated=false", "evaluation.pretrained=false"]) == 0
+    result = records.read_json(tmp_path / "copy" / C.RESULTS_FOLDER / "test_results.json")
+    assert set(result) == {"experiment", "folds", "split", "trained"}
+    assert set(result["trained"]) == {"dims", "num_models", "separated"}
+    with pytest.warns(UserWarning):
+        assert main(["evaluate", saved, f"experiments_root={tmp_path}", "name=copy",
+                     "evaluation.concatenated=false", "--mode", "concatenated"]) == 0
+    result = records.read_json(tmp_path / "copy" / C.RESULTS_FOLDER / "test_results.json")
+    assert set(result["trained"]) == {"dims", "num_models", "concatenated"}
+    assert "pretrained" in result
+    assert main(["evaluate", saved, "evaluation.concatenated=false",
+                 "evaluation.separated=false"]) == 2

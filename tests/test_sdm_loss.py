@@ -35,15 +35,6 @@ def euclidean_s_by_hand() -> tuple[float, float, float]:
     return s01, s02, s12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors here are tiny: extra threads only wait for busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def sdm(base_loss, masks=1, p=0.0, alpha=ALPHA):
     return SDMLoss(base_loss, masks=masks, p=p, alpha=alpha)
 
@@ -371,6 +362,28 @@ def test_large_alpha_approaches_the_hard_worst_case(dtype, distance):
     assert (soft <= per_copy.max(dim=0).values + 1e-6).all()
 
 
+@pytest.mark.parametrize(
+    "distance", [distances.LpDistance(), distances.CosineSimilarity()], ids=["lp", "cosine"]
+)
+def test_alpha_zero_is_the_plain_mean_over_copies(distance):
+    copies = torch.tensor([[[3.0, 4.0], [0.0, 1.0], [1.0, 0.0]],
+                           [[0.0, 2.0], [1.0, 1.0], [2.0, 0.0]]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1])
+    unit = [[[a / (a * a + b * b) ** 0.5, b / (a * a + b * b) ** 0.5] for a, b in c]
+            for c in copies.tolist()]
+    by_hand = [[0.0] * 3 for _ in range(3)]
+    for points in unit:
+        for i in range(3):
+            for j in range(3):
+                (a, b), (c, d) = points[i], points[j]
+                cosine, euclidean = a * c + b * d, ((a - c) ** 2 + (b - d) ** 2) ** 0.5
+                by_hand[i][j] += (cosine if distance.is_inverted else euclidean) / len(unit)
+    got = sensitivity_matrix(copies, labels, distance, alpha=0.0)
+    assert torch.allclose(got, torch.tensor(by_hand, dtype=torch.float64), rtol=0, atol=1e-12)
+    loss = SDMLoss(losses.ContrastiveLoss(), masks=1, p=0.0, alpha=0.0)
+    assert torch.isfinite(loss(copies.float(), labels))
+
+
 def test_loop_path_for_distances_that_cannot_be_vmapped_gives_the_same_matrix():
     torch.manual_seed(9)
     copies = torch.randn(4, 6, 5, dtype=torch.float64)
@@ -443,8 +456,8 @@ def test_loss_without_pairwise_matrix_is_refused(unsupported):
         ({"masks": 2.0}, "masks"),
         ({"p": 1.0}, "p must be in"),
         ({"p": -0.1}, "p must be in"),
-        ({"alpha": 0.0}, "alpha"),
-        ({"alpha": -1.0}, "alpha"),
+        ({"alpha": -1.0}, r"alpha \(inverse temperature of the soft worst case\)"),
+        ({"alpha": float("inf")}, "alpha"),
         ({"alpha": float("nan")}, "alpha"),
     ],
 )

@@ -3,7 +3,8 @@ import random
 import pytest
 
 from sdm import mlrc_splits
-from sdm.data.splits import Fold, Splits, half_split
+from sdm.data.datasets import FileImageDataset
+from sdm.data.splits import Fold, Splits, dataset_splits, half_split
 
 
 def span(first: int, last: int) -> list[int]:
@@ -60,6 +61,51 @@ def test_other_sizes_match_the_reference_and_partition_the_classes(num_classes):
         assert sum(len(part) for part in parts) == num_classes
         assert set.union(*parts) == set(classes)
         assert len(fold["val"]) == int(num_classes * 0.125) >= 1
+
+
+def test_sop_class_count_gives_the_mlrc_sizes():
+    classes = list(range(1, 22635))  # SOP's class ids 1..22634
+    splits = mlrc_splits(classes)
+    assert splits.test == span(11318, 22634)  # int(22634 * 0.5) = 11317 classes
+    assert [(len(f.train), len(f.val)) for f in splits.folds] == [(8488, 2829)] * 4
+    assert splits == reference_splits(classes)
+
+
+def file_dataset(labels, partition=None, name="x"):
+    """A FileImageDataset with these labels over paths that need not exist."""
+    return FileImageDataset(
+        [f"images/{i}.jpg" for i in range(len(labels))], labels, name, partition=partition
+    )
+
+
+@pytest.mark.parametrize("classes", [range(200), range(1, 197), range(1, 22635)])
+def test_dataset_splits_without_a_partition_are_the_mlrc_splits(classes):
+    labels = [c for c in classes for _ in range(2)]
+    assert dataset_splits(file_dataset(labels)) == mlrc_splits(classes)
+
+
+def test_dataset_splits_with_a_partition_keep_its_test_classes_and_rotate_the_rest():
+    labels = [4, 4, 10, 11, 12, 13, 14, 15, 1, 2, 3, 3, 20]
+    partition = ["query", "gallery"] + ["train"] * 10 + ["gallery"]
+    splits = dataset_splits(file_dataset(labels, partition))
+    # trainval 1, 2, 3, 10..15 (9 classes); val int(9 * 0.25) = 2; folds start at 0, 2, 4, 6
+    assert splits.test == [4, 20]
+    assert splits.folds == [
+        Fold(train=[1, 2, 3, 10, 11, 12, 13], val=[14, 15]),
+        Fold(train=[3, 10, 11, 12, 13, 14, 15], val=[1, 2]),
+        Fold(train=[1, 2, 11, 12, 13, 14, 15], val=[3, 10]),
+        Fold(train=[1, 2, 3, 10, 13, 14, 15], val=[11, 12]),
+    ]
+
+
+def test_dataset_splits_refuse_a_partition_that_mixes_or_lacks_classes():
+    mixed = file_dataset([1, 1, 2, 3, 4, 5, 6], ["train", "query"] + ["train"] * 5)
+    with pytest.raises(ValueError, match=r"both train and query/gallery images, e.g. \[1\]"):
+        dataset_splits(mixed)
+    with pytest.raises(ValueError, match="3 train classes and 1 query/gallery classes"):
+        dataset_splits(file_dataset([1, 2, 3, 4], ["train"] * 3 + ["gallery"]))
+    with pytest.raises(ValueError, match="8 train classes and 0 query/gallery classes"):
+        dataset_splits(file_dataset(range(8), ["train"] * 8))
 
 
 def test_splits_read_as_attributes_or_as_the_dicts_of_earlier_versions():

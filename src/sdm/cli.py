@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+
+from omegaconf import DictConfig
 
 from sdm.config import ConfigError, load_config
 
@@ -47,34 +48,47 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from sdm import constants as C
+    from sdm import results
+    from sdm.engine import build
     from sdm.engine import evaluate as ev
-    from sdm.engine.experiment import experiment_folder, load_experiment_dataset
+    from sdm.engine.experiment import experiment_folder
 
     config = load_config(*_split_configs(args.config))
-    modes = ev.EVAL_MODES if args.mode == "both" else (args.mode,)
-    dataset, splits = load_experiment_dataset(config)
+    modes = evaluation_modes(config, args.mode)
+    dataset, splits = build.load_experiment_dataset(config)
     folder = experiment_folder(config)
     if args.released_models:
-        models = [ev.load_released_model(config, trunk, embedder)
-                  for trunk, embedder in ev.find_released_models(args.released_models)]
-        test_set = ev.build_test_set(config, dataset, splits)
-        results = {"experiment": config.name, "split": "test",
-                   "trained": ev.evaluate_models(models, test_set, config, modes)}
-        ev.write_results(folder / "results_released", config.name, results)
-        folder = folder / "results_released"
+        measured = ev.evaluate_released_models(config, args.released_models, dataset, splits,
+                                               modes)
+        output = folder / C.RELEASED_RESULTS_FOLDER
     else:
-        results = ev.evaluate_experiment(config, folder, dataset, splits, modes,
-                                         pretrained=not args.no_pretrained)
-        folder = folder / "results"
-    print(ev.markdown_table(ev.result_rows(config.name, results)))
+        pretrained = config.evaluation.pretrained and not args.no_pretrained
+        measured = ev.evaluate_experiment(config, folder, dataset, splits, modes, pretrained)
+        output = folder / C.RESULTS_FOLDER
+    results.write_results(output, measured)
+    print(results.markdown_table(results.result_rows(config.name, measured)))
     if args.retrieval_picture:
         from sdm.retrieval_picture import experiment_retrieval_picture
 
-        picture = experiment_retrieval_picture(config, experiment_folder(config), dataset, splits,
-                                               folder / "retrieval.png")
+        picture = experiment_retrieval_picture(config, folder, dataset, splits,
+                                               output / "retrieval.png")
         print(f"retrieval picture: {picture}")
-    print(f"results written to {folder}/")
+    print(f"results written to {output}/")
     return 0
+
+
+def evaluation_modes(config: DictConfig, mode: str | None) -> tuple[str, ...]:
+    """The test evaluations to run: ``--mode`` when given, else the config's ``evaluation``."""
+    from sdm import constants as C
+
+    if mode is not None:
+        return C.EVAL_MODES if mode == "both" else (mode,)
+    modes = tuple(m for m in C.EVAL_MODES if config.evaluation[m])
+    if not modes:
+        raise ConfigError("evaluation.separated and evaluation.concatenated are both false: "
+                          "nothing to evaluate; set one to true or pass --mode")
+    return modes
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -83,12 +97,13 @@ def _report(args: argparse.Namespace) -> int:
     path = write_report(args.experiments, args.output)
     print(path.read_text())
     if args.retrieval_picture:
-        from sdm.engine.experiment import load_experiment_dataset
+        from sdm.engine import build
+        from sdm.engine.experiment import ExperimentFolder
         from sdm.retrieval_picture import experiment_retrieval_picture
 
         for folder in args.experiments:
-            config = load_config([Path(folder) / "config.yaml"])
-            dataset, splits = load_experiment_dataset(config)
+            config = ExperimentFolder(folder).config
+            dataset, splits = build.load_experiment_dataset(config)
             picture = experiment_retrieval_picture(
                 config, folder, dataset, splits, path.parent / f"retrieval_{config.name}.png")
             print(f"retrieval picture: {picture}")
@@ -121,9 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="test-set results of a trained experiment")
     _add_config_arguments(evaluate)
     evaluate.add_argument("--mode", choices=["separated", "concatenated", "both"],
-                          default="both", help="per-fold-model (128-d) or concatenated (512-d)")
+                          help="per-fold-model (128-d) or concatenated (512-d); default: the "
+                               "config's evaluation.separated / evaluation.concatenated")
     evaluate.add_argument("--no-pretrained", action="store_true",
-                          help="skip the 'Pretrained' row (epoch 0, untrained embedder)")
+                          help="skip the 'Pretrained' row (epoch 0, untrained embedder); "
+                               "also evaluation.pretrained=false")
     evaluate.add_argument("--released-models", metavar="DIR",
                           help="evaluate the paper's released trunk_best<E>.pth / "
                                "embedder_best<E>.pth files found below DIR instead")

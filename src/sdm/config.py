@@ -1,9 +1,9 @@
 """Experiment configuration: typed groups with defaults, YAML files, command-line overrides.
 
-A config is an ``ExperimentConfig`` made of groups (dataset, model, loss, sdm, optimizer,
-training, evaluation). YAML files and ``key.sub=value`` overrides are merged onto the typed
-defaults with OmegaConf, which rejects unknown keys and wrong types; the errors raised here
-name the key and list the valid keys beside it.
+A config is an ``ExperimentConfig`` made of groups (dataset, model, transform, loss, sdm,
+optimizer, training, evaluation). YAML files and ``key.sub=value`` overrides are merged onto
+the typed defaults with OmegaConf, which rejects unknown keys and wrong types; the errors
+raised here name the key and list the valid keys beside it.
 """
 
 from __future__ import annotations
@@ -40,6 +40,19 @@ class ModelConfig:
 
 
 @dataclass
+class TransformConfig:
+    """Image geometry in pixels: the shorter side is resized to ``resize``, then a ``crop`` x
+    ``crop`` square is cut (random-resized when training, centred when evaluating).
+
+    Unset (null) sizes take the trunk's default when the config is loaded (the paper's
+    256 / 227 for the ImageNet trunks; ``small_cnn`` keeps the images' own size unless set).
+    """
+
+    resize: int | None = None
+    crop: int | None = None
+
+
+@dataclass
 class LossConfig:
     """A loss from ``sdm.losses.LOSS_NAMES`` with its constructor parameters."""
 
@@ -51,7 +64,11 @@ class LossConfig:
 
 @dataclass
 class SDMConfig:
-    """SDM on/off and its perturbation settings (the paper's values by default)."""
+    """SDM on/off and its perturbation settings (the paper's values by default).
+
+    ``alpha`` multiplies the distances inside the softmax over copies: an inverse
+    temperature (larger = closer to the hard max/min over copies).
+    """
 
     enabled: bool = False
     passes: int = C.SDM_PASSES
@@ -94,7 +111,9 @@ class TrainingConfig:
 
 @dataclass
 class EvaluationConfig:
-    """Which test evaluations ``evaluate`` runs after training."""
+    """What ``sdm evaluate`` computes on the test classes unless its options say otherwise:
+    per-fold-model ("separated") and concatenated metrics, and the "Pretrained" (epoch 0) row.
+    """
 
     separated: bool = True
     concatenated: bool = True
@@ -107,6 +126,7 @@ class ExperimentConfig:
     experiments_root: str = C.DEFAULT_EXPERIMENTS_ROOT
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     sdm: SDMConfig = field(default_factory=SDMConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -165,12 +185,68 @@ def load_config(
                 raise ConfigError(f"override '{item}' is not of the form key.sub=value")
         config = _merge(config, OmegaConf.from_dotlist(list(overrides)))
     validate(config)
+    resolve_image_size(config)
     return config
 
 
+def resolve_image_size(config: DictConfig) -> None:
+    """Fills unset ``transform.resize`` / ``transform.crop`` from the trunk's default and checks
+    them: both >= MIN_IMAGE_SIZE pixels and crop <= resize.
+
+    An unset resize takes the trunk's default resize (or the crop when the trunk has none); an
+    unset crop takes the trunk's default crop when it fits in the resize, else the resize.
+    """
+    from sdm.models.trunks import default_image_size
+
+    default = default_image_size(config.model.trunk)
+    resize, crop = config.transform.resize, config.transform.crop
+    if resize is None and crop is None:
+        resize, crop = default if default is not None else (None, None)
+    elif resize is None:
+        resize = default[0] if default is not None else crop
+    elif crop is None:
+        crop = default[1] if default is not None and default[1] <= resize else resize
+    if resize is not None:
+        if min(resize, crop) < C.MIN_IMAGE_SIZE:
+            raise ConfigError(
+                f"transform.resize ({resize}) and transform.crop ({crop}) must be at least "
+                f"{C.MIN_IMAGE_SIZE} pixels")
+        if crop > resize:
+            raise ConfigError(
+                f"transform.crop ({crop}) must not exceed transform.resize ({resize}): the crop "
+                "is cut from the resized image; raise transform.resize or lower transform.crop")
+    config.transform.resize, config.transform.crop = resize, crop
+
+
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+REPOSITORY_CONFIGS = "exp_configs"  # the repository's link to PACKAGED_CONFIGS
+
+
+def config_file(reference: str | Path) -> Path:
+    """The YAML file ``reference`` names: the path itself when it exists, else the config of
+    that name shipped with the package (``exp_configs/cub_ms.yaml``, ``cub_ms.yaml`` and
+    ``cub_ms`` all name ``sdm/configs/cub_ms.yaml``), so the repository's commands also work
+    from an installed package."""
+    path = Path(reference)
+    if path.is_file():
+        return path
+    parts = path.parts[1:] if path.parts[:1] == (REPOSITORY_CONFIGS,) else path.parts
+    packaged = PACKAGED_CONFIGS.joinpath(*parts) if parts else PACKAGED_CONFIGS
+    for candidate in (packaged, packaged.with_suffix(".yaml")):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config file not found: {path} (nor a packaged config {packaged}; "
+                      f"packaged configs: {', '.join(packaged_config_names()[:8])}, ...)")
+
+
+def packaged_config_names() -> list[str]:
+    """Names of the configs shipped with the package, e.g. ``cub_ms``, ``glyphs/contrast``."""
+    return sorted(str(p.relative_to(PACKAGED_CONFIGS).with_suffix(""))
+                  for p in PACKAGED_CONFIGS.rglob("*.yaml"))
+
+
 def _file_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[DictConfig]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    path = config_file(path)
     if path.resolve() in seen:
         raise ConfigError(f"config files include each other in a loop: {path}")
     layer = OmegaConf.load(path)
@@ -185,7 +261,7 @@ def _file_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[DictConfig]:
 
 def validate(config: DictConfig) -> None:
     """Checks that need more than a type: names, ranges, protocol consistency."""
-    from sdm.losses import LOSS_NAMES, MINER_NAMES
+    from sdm.losses import LOSS_NAMES, LOSSES, MINER_NAMES, MINERS
     from sdm.models.trunks import TRUNK_NAMES
 
     checks = [
@@ -198,6 +274,8 @@ def validate(config: DictConfig) -> None:
         (config.loss.miner is None or config.loss.miner in MINER_NAMES,
          f"loss.miner '{config.loss.miner}' is not one of {', '.join(MINER_NAMES)}"),
         (config.sdm.passes >= 1 and config.sdm.masks >= 1, "sdm.passes and sdm.masks must be >= 1"),
+        (0 <= config.sdm.alpha < float("inf"),
+         "sdm.alpha (inverse temperature) must be a finite number >= 0"),
         (0 <= config.sdm.embedding_dropout < 1, "sdm.embedding_dropout must be in [0, 1)"),
         (0 <= config.sdm.feature_dropout < 1, "sdm.feature_dropout must be in [0, 1)"),
         (config.training.batch_size % config.training.m_per_class == 0,
@@ -210,6 +288,19 @@ def validate(config: DictConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _check_parameter_names("loss.params", config.loss.params, config.loss.name,
+                           LOSSES[config.loss.name].params)
+    if config.loss.miner is not None:
+        _check_parameter_names("loss.miner_params", config.loss.miner_params, config.loss.miner,
+                               MINERS[config.loss.miner][1])
+
+
+def _check_parameter_names(key: str, params: Any, owner: str, accepted: tuple[str, ...]) -> None:
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"{key}: '{owner}' does not take {', '.join(unknown)}; valid keys here: "
+            f"{', '.join(accepted) or '(none)'}")
 
 
 def to_yaml(config: DictConfig) -> str:

@@ -83,3 +83,26 @@ BNINCEPTION_INPUT = "bninception"
 IMAGENET_INPUT = "imagenet"
 GLYPH_INPUT = "glyph"
 INPUT_CONVENTIONS = (BNINCEPTION_INPUT, IMAGENET_INPUT, GLYPH_INPUT)
+
+# --- experiment folders (sdm.engine.experiment, sdm.results) ---
+# Inside <experiments_root>/<name>/:
+CONFIG_FILE = "config.yaml"
+RUN_INFO_FILE = "run_info.json"
+CONFIG_CHANGES_FILE = "config_changes.json"
+RESULTS_FOLDER = "results"
+RELEASED_RESULTS_FOLDER = "results_released"
+TEST_RESULTS_NAME = "test_results"  # .json (everything), .csv and .md (percent table)
+# Inside each fold_<k>/:
+FOLD_FOLDER = "fold_{fold}"
+LATEST_CHECKPOINT = "checkpoints/latest.pth"
+BEST_CHECKPOINT = "checkpoints/best.pth"
+PRETRAINED_CHECKPOINT = "checkpoints/epoch0.pth"
+METRICS_CSV = "metrics.csv"
+FOLD_DONE_FILE = "done.json"
+TENSORBOARD_FOLDER = "tensorboard"
+
+# --- test evaluation modes (sdm.engine.evaluate, sdm.results) ---
+SEPARATED = "separated"  # each fold model alone (128-d in the paper), mean over models
+CONCATENATED = "concatenated"  # the fold models' normalized embeddings joined (512-d)
+EVAL_MODES = (SEPARATED, CONCATENATED)
+TABLE_ORDER = (CONCATENATED, SEPARATED)  # the paper's column order

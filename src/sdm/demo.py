@@ -8,14 +8,13 @@ classes and prints the table, where everything was written, and its own wall tim
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from sdm import constants as C
-from sdm.config import load_config
-from sdm.engine.evaluate import markdown_table, result_rows
+from sdm.config import PACKAGED_CONFIGS, load_config
 from sdm.engine.experiment import run_experiment
+from sdm.results import markdown_table, result_rows, write_results
 
-CONFIG_FOLDER = Path(__file__).resolve().parents[2] / "exp_configs" / "glyphs"
+CONFIG_FOLDER = PACKAGED_CONFIGS / "glyphs"
 DEMO_CONFIGS = {"baseline": "contrast.yaml", "sdm": "contrast_sdm_t1.yaml"}
 QUICK_OVERRIDES = ["training.max_epochs=1", "training.iterations_per_epoch=5",
                    "training.folds=[0,1]"]
@@ -25,8 +24,9 @@ def run_demo(dataset_root: str = C.DEFAULT_DATASET_ROOT,
              experiments_root: str = "experiments/demo", quick: bool = False) -> list[dict]:
     """Trains and evaluates the two demo experiments; returns their table rows."""
     from sdm.data.glyphs import build_glyph_dataset
+    from sdm.engine.build import load_experiment_dataset
     from sdm.engine.evaluate import evaluate_experiment
-    from sdm.engine.experiment import experiment_folder, load_experiment_dataset
+    from sdm.engine.experiment import experiment_folder
 
     start = time.time()
     build_glyph_dataset(dataset_root)
@@ -41,6 +41,7 @@ def run_demo(dataset_root: str = C.DEFAULT_DATASET_ROOT,
         dataset, splits = load_experiment_dataset(config)
         results = evaluate_experiment(config, experiment_folder(config), dataset, splits,
                                       pretrained=label == "baseline")
+        write_results(experiment_folder(config) / C.RESULTS_FOLDER, results)
         rows += result_rows(config.name, results, pretrained_label="Pretrained (epoch 0)")
     print()
     print(markdown_table(rows))

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig
 
-from sdm.config import ConfigError, load_config
+from sdm.config import ConfigError, config_file, load_config
 
 SWITCHES = ("merge_argparse_when_resuming", "evaluate", "evaluate_ensemble")
 VALUED = ("reproduce_results", "experiment_name", "split_manager~SWAP~1", "config_dataset",
@@ -66,8 +66,12 @@ def _config_file(reference: str) -> str:
     for candidate in candidates:
         if candidate.is_file():
             return str(candidate)
-    raise ConfigError(f"--reproduce_results {reference}: no config found; looked for "
-                      + ", ".join(str(c) for c in candidates))
+    try:
+        return str(config_file(reference))
+    except ConfigError:
+        raise ConfigError(f"--reproduce_results {reference}: no config found; looked for "
+                          + ", ".join(str(c) for c in candidates)
+                          + ", and a packaged config of that name") from None
 
 
 def _names(flag: str, value: Any) -> list[str]:

@@ -21,22 +21,14 @@ from typing import Any
 
 import torch
 
-# File and folder names inside an experiment folder.
-CONFIG_FILE = "config.yaml"
-RUN_INFO_FILE = "run_info.json"
-CONFIG_CHANGES_FILE = "config_changes.json"
-LATEST_CHECKPOINT = "checkpoints/latest.pth"
-BEST_CHECKPOINT = "checkpoints/best.pth"
-PRETRAINED_CHECKPOINT = "checkpoints/epoch0.pth"
-METRICS_CSV = "metrics.csv"
-FOLD_DONE_FILE = "done.json"
-TENSORBOARD_FOLDER = "tensorboard"
-RESULTS_FOLDER = "results"
+from sdm.constants import FOLD_FOLDER
+
 PACKAGES = ("torch", "torchvision", "pytorch-metric-learning", "faiss-cpu", "numpy", "omegaconf")
 
 
 def fold_folder(experiment_dir: str | Path, fold: int) -> Path:
-    return Path(experiment_dir) / f"fold_{fold}"
+    """``<experiment_dir>/fold_<fold>``."""
+    return Path(experiment_dir) / FOLD_FOLDER.format(fold=fold)
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], object], mode: str = "wb") -> None:

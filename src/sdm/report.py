@@ -17,7 +17,9 @@ from omegaconf import OmegaConf
 
 from sdm import constants as C
 from sdm import records
-from sdm.engine.evaluate import CONCATENATED, SEPARATED, markdown_table, percent_row
+from sdm.constants import CONCATENATED, SEPARATED
+from sdm.engine.experiment import ExperimentFolder
+from sdm.results import markdown_table, percent_row
 
 PAPER_METHODS = {
     "contrastive": "Contrast", "triplet": "Triplet", "margin": "Margin",
@@ -61,20 +63,12 @@ class Experiment:
     """A finished experiment folder: its config, test results and validation curves."""
 
     def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        results = self.folder / records.RESULTS_FOLDER / "test_results.json"
-        if not results.is_file():
-            raise FileNotFoundError(
-                f"{self.folder} has no {results.relative_to(self.folder)}; "
-                "run `sdm evaluate` on it first")
-        self.config = OmegaConf.load(self.folder / records.CONFIG_FILE)
-        self.results = records.read_json(results)
+        saved = ExperimentFolder(folder)
+        self.folder = saved.path
+        self.results = saved.results()
+        self.config = saved.config
         self.name = str(self.config.name)
-
-    def curves(self) -> dict[int, list[dict[str, str]]]:
-        """``{fold: rows of metrics.csv}`` for every fold that has one."""
-        return {int(p.parent.name.split("_")[1]): records.read_csv(p)
-                for p in sorted(self.folder.glob(f"fold_*/{records.METRICS_CSV}"))}
+        self.curves = saved.curves
 
 
 def report_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
@@ -82,7 +76,7 @@ def report_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
     paper = paper_results()
     rows = []
     for experiment in experiments:
-        row = percent_row(experiment.name, experiment.results["trained"])
+        row = percent_row(experiment.name, experiment.results.trained)
         row["source"] = "measured"
         rows.append(row)
         method = paper_method(experiment.config)
@@ -136,7 +130,7 @@ def plot_sdm_vs_baseline(pairs: list[tuple[Experiment, Experiment]], path: Path)
     for i, (mode, metric) in enumerate(metrics):
         deltas = []
         for base, sdm in pairs:
-            value = [percent_row("", e.results["trained"]).get(f"{mode}_{metric}", 0.0)
+            value = [percent_row("", e.results.trained).get(f"{mode}_{metric}", 0.0)
                      for e in (base, sdm)]
             deltas.append(value[1] - value[0])
         axis.bar([j + i * width for j in range(len(pairs))], deltas, width,

@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 
+from sdm import constants as C
 from sdm import records
 from sdm.data.datasets import ImageDataset
+from sdm.data.splits import Splits
 
 
 def nearest_neighbours(embeddings: torch.Tensor, queries: list[int], k: int) -> torch.Tensor:
@@ -57,19 +60,19 @@ def draw_retrieval_picture(
 
 
 def experiment_retrieval_picture(
-    config, experiment_dir: str | Path, dataset: ImageDataset, splits: dict, path: str | Path,
-    num_queries: int = 6, k: int = 5,
+    config: DictConfig, experiment_dir: str | Path, dataset: ImageDataset, splits: Splits,
+    path: str | Path, num_queries: int = 6, k: int = 5,
 ) -> Path:
     """The picture for the best model of the experiment's first trained fold, on test classes."""
+    from sdm.engine import build
     from sdm.engine.embeddings import compute_embeddings
-    from sdm.engine.evaluate import build_test_set, load_checkpoint_model, trained_folds
-    from sdm.engine.fold import resolve_device
+    from sdm.engine.experiment import ExperimentFolder
 
-    folds = trained_folds(config, experiment_dir)
-    best = records.fold_folder(experiment_dir, folds[0]) / records.BEST_CHECKPOINT
-    model = load_checkpoint_model(config, best)
-    test_set = build_test_set(config, dataset, splits)
-    device = resolve_device(config.training.device)
+    experiment = ExperimentFolder(experiment_dir)
+    fold = experiment.trained_folds(config.training.folds)[0]
+    model = build.load_checkpoint_model(config, experiment.checkpoint(fold, C.BEST_CHECKPOINT))
+    test_set = build.test_dataset(config, dataset, splits)
+    device = build.resolve_device(config.training.device)
     embeddings, _ = compute_embeddings(model.to(device), test_set, device=device,
                                        batch_size=config.training.eval_batch_size)
     return draw_retrieval_picture(test_set, embeddings, path, num_queries, k, config.training.seed)

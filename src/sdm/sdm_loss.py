@@ -48,8 +48,11 @@ def _check_masks_and_rate(masks: int, p: float) -> None:
 
 
 def _check_alpha(alpha: float) -> None:
-    if not alpha > 0.0 or alpha == float("inf"):
-        raise ValueError(f"alpha (softmax temperature) must be a finite number > 0, got {alpha!r}")
+    if not 0.0 <= alpha < float("inf"):
+        raise ValueError(
+            f"alpha (inverse temperature of the soft worst case) must be a finite number >= 0, "
+            f"got {alpha!r}"
+        )
 
 
 def _as_passes(embeddings: torch.Tensor) -> torch.Tensor:
@@ -100,6 +103,8 @@ def sensitivity_matrix(
     For a distance, same-label pairs (diagonal included) get the soft maximum over copies,
     S_ij = sum_k softmax_k(alpha * D_k,ij) * D_k,ij, and different-label pairs the soft minimum
     (softmax of -alpha * D_k,ij); for a similarity (distance.is_inverted) the two are swapped.
+    alpha is an inverse temperature: the larger, the closer S is to the hard max/min over
+    copies; alpha = 0 gives the plain mean over copies for every pair (computed as the mean).
     S is in the distance's own units and differentiable in the copies.
     """
     if not isinstance(distance, BaseDistance):
@@ -115,6 +120,8 @@ def sensitivity_matrix(
             f"labels must have shape (B,) = ({copies.shape[1]},), got {tuple(labels.shape)}"
         )
     per_copy = _pairwise_per_copy(copies, distance)
+    if alpha == 0.0:
+        return per_copy.mean(dim=0)
     labels = labels.to(copies.device)
     same_label = labels.unsqueeze(0) == labels.unsqueeze(1)
     take_largest = same_label != distance.is_inverted
@@ -170,7 +177,7 @@ class SDMLoss(torch.nn.Module):
     of the T passes as its embeddings (used for shapes, dtype and any embedding regularizer) and
     S (see sensitivity_matrix) wherever it reads its pairwise matrix; its reducer, parameters
     and the given miner indices are used as they are. masks: dropout masks per pass; p: their
-    rate; alpha: softmax temperature of the worst case.
+    rate; alpha: inverse temperature of the soft worst case (0: the mean over copies).
     """
 
     def __init__(

@@ -6,11 +6,12 @@ copies are JPEG quality 95 without chroma subsampling (mean pixel error ~2 of 25
 images). Measured on 500x375 JPEGs, such a copy decodes ~3x faster than the original plus
 its resize; a lossless PNG copy decoded no faster than the original, so it would not help.
 
-Layout: ``<dataset_root>/resized256/<dataset name>/<path relative to the source root>.jpg``
-plus ``manifest.json``, which records the resize size and, per source file, its size in bytes
-and modification time (ns). The manifest is written last: a cache without one is incomplete.
-A cache is used only when its manifest matches every source file of the dataset; otherwise it
-is ignored with a warning, so a stale cache can never yield wrong images.
+Layout: ``<dataset_root>/resized<size>/<dataset name>/<path relative to the source root>.jpg``
+(``resized256`` for the default size) plus ``manifest.json``, which records the resize size
+and, per source file, its size in bytes and modification time (ns). The manifest is written
+last: a cache without one is incomplete. A cache is used only when its manifest matches every
+source file of the dataset; otherwise it is ignored with a warning, so a stale cache can never
+yield wrong images.
 """
 
 from __future__ import annotations
@@ -18,19 +19,17 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from PIL import Image
 from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
 from sdm.constants import RESIZE, RESIZED_CACHE_FOLDER
+from sdm.data.images import read_rgb_image
 from sdm.records import atomic_write, write_text
-
-if TYPE_CHECKING:
-    from sdm.data.datasets import FileImageDataset
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -39,28 +38,35 @@ CACHED_FORMAT = "jpeg-q95-444"
 JPEG_QUALITY = 95
 
 
-def resized_cache_dir(dataset_root: str | Path, dataset_name: str) -> Path:
-    """Where the resized cache of `dataset_name` lives below `dataset_root`."""
-    return Path(dataset_root) / RESIZED_CACHE_FOLDER / dataset_name
+def resized_cache_dir(dataset_root: str | Path, dataset_name: str, size: int = RESIZE) -> Path:
+    """The cache of `dataset_name` at shorter side `size`: <dataset_root>/resized<size>/<name>."""
+    return Path(dataset_root) / RESIZED_CACHE_FOLDER.format(size=size) / dataset_name
 
 
 def build_resized_cache(
-    dataset: FileImageDataset, cache_dir: str | Path, size: int = RESIZE, workers: int = 2
+    paths: Sequence[Path],
+    source_root: Path,
+    cache_dir: str | Path,
+    size: int = RESIZE,
+    workers: int = 2,
+    read: Callable[[Path], Image.Image] = read_rgb_image,
 ) -> Path:
-    """Resize every source image of `dataset` (shorter side to `size` pixels) into `cache_dir`.
+    """Resize the images at `paths` (shorter side to `size` pixels) into `cache_dir`.
 
-    Uses `workers` threads. Replaces any previous cache content for the same files and
-    returns the path of the manifest, which is written last.
+    Each copy is stored under its path relative to `source_root` (which must hold all of
+    `paths`); `read` decodes a source file into RGB (its errors propagate and leave the cache
+    without a manifest, so unusable). Uses `workers` threads. Replaces any previous cache
+    content for the same files and returns the path of the manifest, which is written last.
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = cache_dir / MANIFEST_NAME
     manifest_path.unlink(missing_ok=True)
-    keys = [relative_key(path, dataset.source_root) for path in dataset.paths]
+    keys = [relative_key(path, source_root) for path in paths]
 
     def build_one(index: int) -> list[int]:
-        signature = file_signature(dataset.paths[index])
-        image = TF.resize(dataset.read_source_image(index), size)
+        signature = file_signature(paths[index])
+        image = TF.resize(read(paths[index]), size)
         atomic_write(
             cached_path(cache_dir, keys[index]),
             lambda stream, image=image: image.save(
@@ -70,7 +76,7 @@ def build_resized_cache(
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         jobs = pool.map(build_one, range(len(keys)))
-        signatures = list(tqdm(jobs, total=len(keys), desc=f"resizing {dataset.name}"))
+        signatures = list(tqdm(jobs, total=len(keys), desc=f"resizing into {cache_dir}"))
     manifest = {
         "version": MANIFEST_VERSION,
         "size": size,
@@ -97,7 +103,7 @@ def cached_image_paths(
     except _InvalidCache as problem:
         warnings.warn(
             f"ignoring the resized-image cache at {cache_dir}: {problem}; reading the original "
-            "images instead (rebuild the cache with `sdm data cache <dataset name>`)",
+            f"images instead (rebuild it with `sdm data cache <dataset name> --size {size}`)",
             stacklevel=2,
         )
         return None

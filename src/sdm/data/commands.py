@@ -13,19 +13,27 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sdm.constants import CARS196, CUB200, DATASET_NAMES, DEFAULT_DATASET_ROOT
-from sdm.data.cache import build_resized_cache, resized_cache_dir
-from sdm.data.datasets import (
-    DatasetError,
-    FileImageDataset,
-    ImageDataset,
-    load_dataset,
-    unpack_cub_archive,
+from sdm.constants import (
+    CARS196,
+    CUB200,
+    DATASET_NAMES,
+    DEFAULT_DATASET_ROOT,
+    INSHOP,
+    INSHOP_GALLERY,
+    INSHOP_QUERY,
+    INSHOP_TRAIN,
+    MIN_IMAGE_SIZE,
+    RESIZE,
+    SOP,
 )
-from sdm.data.splits import mlrc_splits
+from sdm.data.base import FileImageDataset, ImageDataset
+from sdm.data.cache import build_resized_cache, resized_cache_dir
+from sdm.data.datasets import load_dataset, unpack_cub_archive
+from sdm.data.images import DatasetError, image_problem
+from sdm.data.splits import dataset_splits
 
 DATA_ERROR_EXIT_CODE = 2
-CACHEABLE_DATASETS = (CUB200, CARS196)
+CACHEABLE_DATASETS = (CUB200, CARS196, SOP, INSHOP)
 FAILED_IMAGES_SHOWN = 10
 
 
@@ -34,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="check, unpack, cache or build datasets")
     commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
 
-    check = commands.add_parser("check", help="report what a dataset holds and its MLRC splits")
+    check = commands.add_parser("check", help="report what a dataset holds and its splits")
     check.add_argument("name", choices=DATASET_NAMES)
     _add_root_argument(check)
     check.add_argument("--path", help="the image folder (folder) or CSV file (csv)")
@@ -51,10 +59,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     unpack.set_defaults(func=run_unpack_cub)
 
     cache = commands.add_parser(
-        "cache", help="store a copy of every image resized to shorter side 256 (faster loading)"
+        "cache", help="store a copy of every image resized to a shorter side (faster loading)"
     )
     cache.add_argument("name", choices=CACHEABLE_DATASETS)
     _add_root_argument(cache)
+    cache.add_argument(
+        "--size",
+        type=_image_size,
+        default=RESIZE,
+        help=f"shorter side in pixels, the pipelines' resize (default {RESIZE})",
+    )
     cache.add_argument("--allow-partial", action="store_true", help="accept wrong counts")
     cache.add_argument("--workers", type=int, default=2, help="resizing threads (default 2)")
     cache.set_defaults(func=run_cache)
@@ -65,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    """Print images, classes, per-class counts and MLRC split sizes of a dataset."""
+    """Print images, classes, per-class counts and split sizes of a dataset."""
     try:
         dataset = load_dataset(
             args.name, args.dataset_root, path=args.path, allow_partial=args.allow_partial
@@ -83,7 +97,11 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def describe_dataset(dataset: ImageDataset) -> str:
-    """Lines describing `dataset`: sizes, images per class and MLRC split sizes."""
+    """Lines describing `dataset`: sizes, images per class and the sizes of its splits.
+
+    The splits are `dataset_splits`: MLRC's, or for a dataset with an official partition
+    (In-Shop) that partition, its query/gallery items as test and folds of its train items.
+    """
     classes, counts = np.unique(dataset.labels, return_counts=True)
     images_per_class = dict(zip(classes.tolist(), counts.tolist(), strict=True))
     lines = [
@@ -95,18 +113,25 @@ def describe_dataset(dataset: ImageDataset) -> str:
     if isinstance(dataset, FileImageDataset):
         cache = "in use" if dataset.uses_cache else "not in use"
         lines.append(f"files below: {dataset.source_root} (resized cache {cache})")
+    if dataset.partition is None:
+        test_label, fold_label = "MLRC test", "MLRC fold {}"
+    else:
+        lines.append(_describe_partition(dataset))
+        test_label, fold_label = "test (query/gallery items)", "fold {} (train items)"
     try:
-        splits = mlrc_splits(dataset.classes)
+        splits = dataset_splits(dataset)
     except ValueError as error:
-        lines.append(f"MLRC splits: not possible: {error}")
+        lines.append(f"splits: not possible: {error}")
         return "\n".join(lines)
 
     def size(part: list[int]) -> str:
         return f"{len(part)} classes / {sum(images_per_class[c] for c in part)} images"
 
-    lines.append(f"MLRC test: {size(splits['test'])}")
-    for number, fold in enumerate(splits["folds"]):
-        lines.append(f"MLRC fold {number}: train {size(fold['train'])}, val {size(fold['val'])}")
+    lines.append(f"{test_label}: {size(splits.test)}")
+    for number, fold in enumerate(splits.folds):
+        lines.append(
+            f"{fold_label.format(number)}: train {size(fold.train)}, val {size(fold.val)}"
+        )
     return "\n".join(lines)
 
 
@@ -128,12 +153,17 @@ def run_cache(args: argparse.Namespace) -> int:
         )
     except DatasetError as error:
         return _fail(error)
-    cache_dir = resized_cache_dir(args.dataset_root, args.name)
+    cache_dir = resized_cache_dir(args.dataset_root, args.name, args.size)
     try:
-        manifest = build_resized_cache(dataset, cache_dir, workers=args.workers)
+        manifest = build_resized_cache(
+            dataset.paths, dataset.source_root, cache_dir, size=args.size, workers=args.workers
+        )
     except DatasetError as error:
         return _fail(f"{error}; the cache was not completed and will not be used")
-    print(f"resized {len(dataset)} images into {cache_dir} (manifest {manifest.name})")
+    print(
+        f"resized {len(dataset)} images to shorter side {args.size} into {cache_dir} "
+        f"(manifest {manifest.name})"
+    )
     return 0
 
 
@@ -167,8 +197,36 @@ def _undecodable_images(dataset: ImageDataset) -> list[str]:
         try:
             read(index)
         except DatasetError as error:
-            failures.append(str(error))
+            failures.append(image_problem(error))
     return failures
+
+
+def _describe_partition(dataset: ImageDataset) -> str:
+    """One line with the official partition's sizes: train items and images, query, gallery."""
+
+    def part(status: str) -> tuple[int, int]:
+        chosen = dataset.partition == status
+        return len(set(dataset.labels[chosen].tolist())), int(np.count_nonzero(chosen))
+
+    train_items, train_images = part(INSHOP_TRAIN)
+    query_items, query_images = part(INSHOP_QUERY)
+    gallery_items, gallery_images = part(INSHOP_GALLERY)
+    return (
+        f"official partition: train {train_items} items / {train_images} images, "
+        f"query {query_images} images ({query_items} items), "
+        f"gallery {gallery_images} images ({gallery_items} items)"
+    )
+
+
+def _image_size(text: str) -> int:
+    """An argparse type: a whole number of pixels, at least MIN_IMAGE_SIZE."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if size < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_IMAGE_SIZE}, got {size}")
+    return size
 
 
 def _fail(error: Exception | str) -> int:

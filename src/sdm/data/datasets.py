@@ -1,26 +1,21 @@
-"""Labelled image datasets with one interface, and the loaders that find them on disk.
+"""The loaders that find each dataset on disk, and `load_dataset`, which picks one by name.
 
-Every dataset is an `ImageDataset`: item i is (transformed image, original class id).
-Images are decoded lazily, when an item is read. Problems with the data on disk raise
-`DatasetError` with what was looked at, what was expected and what to do.
+The dataset classes live in sdm.data.base, SOP's and In-Shop's loaders in sdm.data.sop and
+sdm.data.inshop; the names most code needs are importable from here too (`ImageDataset`,
+`FileImageDataset`, `ArrayImageDataset`, `DatasetError`, `read_rgb_image`). Problems with the
+data on disk raise `DatasetError` with what was looked at, what was expected and what to do.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
-import os
 import tarfile
 import tempfile
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.io
-from PIL import Image
-from torch.utils.data import Dataset
 
 from sdm.constants import (
     CARS196,
@@ -34,186 +29,45 @@ from sdm.constants import (
     CUB_IMAGES,
     DATASET_NAMES,
     DEFAULT_DATASET_ROOT,
-    EXPECTED_COUNTS,
     FOLDER,
     GLYPHS,
+    INSHOP,
     RESIZE,
+    SOP,
 )
-from sdm.data.cache import cached_image_paths, resized_cache_dir
+from sdm.data.base import (
+    MISSING_PATHS_SHOWN,
+    ArrayImageDataset,
+    FileImageDataset,
+    ImageDataset,
+    check_counts,
+    present_images,
+    safe_relative,
+)
+from sdm.data.cache import resized_cache_dir
+from sdm.data.images import DatasetError, read_rgb_image
+from sdm.data.inshop import load_inshop
+from sdm.data.sop import load_sop
 
-Transform = Callable[[Image.Image], Any]
+__all__ = [
+    "ArrayImageDataset",
+    "DatasetError",
+    "FileImageDataset",
+    "ImageDataset",
+    "load_cars196",
+    "load_csv",
+    "load_cub200",
+    "load_dataset",
+    "load_image_folder",
+    "load_inshop",
+    "load_sop",
+    "read_rgb_image",
+    "unpack_cub_archive",
+]
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 IMAGE_SUFFIXES = JPEG_SUFFIXES | {".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CARS_FIELDS = ("relative_im_path", "class")
-MISSING_PATHS_SHOWN = 5
-
-
-class DatasetError(ValueError):
-    """Data on disk is missing, incomplete or unreadable; the message says what to do."""
-
-
-class ImageDataset(Dataset):
-    """Labelled images: item i is (transform(image i), label i).
-
-    `labels` holds the dataset's original class ids (int64), `classes` the sorted unique ids,
-    `class_names` a readable name per class id.
-    """
-
-    def __init__(
-        self,
-        labels: Sequence[int] | np.ndarray,
-        name: str,
-        transform: Transform | None = None,
-        class_names: Mapping[int, str] | None = None,
-    ) -> None:
-        self.labels = np.asarray(labels, dtype=np.int64)
-        if self.labels.ndim != 1:
-            raise ValueError(f"labels must be 1-D, got shape {self.labels.shape}")
-        self.classes: list[int] = sorted(set(self.labels.tolist()))
-        self.name = name
-        self.transform = transform
-        self.class_names = (
-            dict(class_names) if class_names is not None else {c: str(c) for c in self.classes}
-        )
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = self.load_image(index)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.labels[index])
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self.name!r}, {len(self)} images, {len(self.classes)} classes)"
-        )
-
-    def load_image(self, index: int) -> Image.Image:
-        """Image `index` as a PIL image (mode RGB or L) before the transform."""
-        raise NotImplementedError
-
-    def subset(self, classes: Iterable[int]) -> ImageDataset:
-        """The items whose label is in `classes`, in their original order, same transform."""
-        wanted = sorted({int(c) for c in classes})
-        unknown = sorted(set(wanted) - set(self.classes))
-        if unknown:
-            raise ValueError(f"dataset {self.name!r} has no classes {unknown[:10]}")
-        return self._take(np.flatnonzero(np.isin(self.labels, wanted)))
-
-    def with_transform(self, transform: Transform | None) -> ImageDataset:
-        """A shallow copy that applies `transform` instead."""
-        other = copy.copy(self)
-        other.transform = transform
-        return other
-
-    def _take(self, indices: np.ndarray) -> ImageDataset:
-        """A shallow copy holding only the items at `indices`; subclasses add their arrays."""
-        part = copy.copy(self)
-        part.labels = self.labels[indices]
-        part.classes = sorted(set(part.labels.tolist()))
-        return part
-
-
-class FileImageDataset(ImageDataset):
-    """Images read from files, converted to RGB (grayscale and CMYK JPEGs included).
-
-    `source_root` is the folder that `paths` are relative to in the resized cache (default:
-    their common folder). With `cache_dir`, a valid resized cache there (built with shorter
-    side `cache_size` pixels) is used instead of the originals (see sdm.data.cache); its
-    validity is checked once, here.
-    """
-
-    def __init__(
-        self,
-        paths: Sequence[str | Path],
-        labels: Sequence[int] | np.ndarray,
-        name: str,
-        transform: Transform | None = None,
-        cache_dir: str | Path | None = None,
-        source_root: str | Path | None = None,
-        class_names: Mapping[int, str] | None = None,
-        cache_size: int = RESIZE,
-    ) -> None:
-        super().__init__(labels, name, transform, class_names)
-        self.paths = [Path(p) for p in paths]
-        if len(self.paths) != len(self.labels):
-            raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels")
-        if source_root is None and self.paths:
-            source_root = Path(_common_folder(self.paths))
-        self.source_root = Path(source_root) if source_root is not None else None
-        self.cached_paths: list[Path] | None = None
-        if cache_dir is not None and self.paths:
-            self.cached_paths = cached_image_paths(
-                self.paths, self.source_root, cache_dir, cache_size
-            )
-
-    @property
-    def uses_cache(self) -> bool:
-        """Whether images come from the resized cache."""
-        return self.cached_paths is not None
-
-    def load_image(self, index: int) -> Image.Image:
-        """Image `index` in RGB: the resized cached copy when the cache is in use."""
-        if self.cached_paths is not None:
-            return read_rgb_image(self.cached_paths[index])
-        return self.read_source_image(index)
-
-    def read_source_image(self, index: int) -> Image.Image:
-        """Image `index` in RGB, decoded from its original file."""
-        return read_rgb_image(self.paths[index])
-
-    def _take(self, indices: np.ndarray) -> FileImageDataset:
-        part = super()._take(indices)
-        part.paths = [self.paths[i] for i in indices]
-        if self.cached_paths is not None:
-            part.cached_paths = [self.cached_paths[i] for i in indices]
-        return part
-
-
-class ArrayImageDataset(ImageDataset):
-    """Images held in memory: uint8 arrays (N, H, W) give mode L, (N, H, W, 3) mode RGB."""
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: Sequence[int] | np.ndarray,
-        name: str,
-        transform: Transform | None = None,
-        class_names: Mapping[int, str] | None = None,
-    ) -> None:
-        super().__init__(labels, name, transform, class_names)
-        images = np.asarray(images)
-        if images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8, got {images.dtype}")
-        if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)):
-            raise ValueError(
-                f"images must have shape (N, H, W) or (N, H, W, 3), got {images.shape}"
-            )
-        if len(images) != len(self.labels):
-            raise ValueError(f"{len(images)} images but {len(self.labels)} labels")
-        self.images = images
-
-    def load_image(self, index: int) -> Image.Image:
-        return Image.fromarray(self.images[index], mode="L" if self.images.ndim == 3 else "RGB")
-
-    def _take(self, indices: np.ndarray) -> ArrayImageDataset:
-        part = super()._take(indices)
-        part.images = self.images[indices]
-        return part
-
-
-def read_rgb_image(path: Path) -> Image.Image:
-    """Decode the image file at `path` into RGB; DatasetError naming the path if that fails."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise DatasetError(f"image file not found: {path}") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DatasetError(f"cannot decode image {path}: {error}") from error
 
 
 def load_dataset(
@@ -222,16 +76,23 @@ def load_dataset(
     path: str | Path | None = None,
     allow_partial: bool = False,
     use_cache: bool = True,
+    cache_size: int = RESIZE,
 ) -> ImageDataset:
     """Load dataset `name` (one of sdm.constants.DATASET_NAMES) without a transform.
 
-    cub200 and cars196 are found below `dataset_root`; "glyphs" too (built by
+    cub200, cars196, sop and inshop are found below `dataset_root`, and with `use_cache` read
+    from their resized cache built at shorter side `cache_size` if a valid one is there
+    (`sdm data cache NAME --size N`); "glyphs" is below `dataset_root` too (built by
     `sdm data glyphs`); "folder" and "csv" read `path`.
     """
-    if name == CUB200:
-        return load_cub200(dataset_root, allow_partial, use_cache)
-    if name == CARS196:
-        return load_cars196(dataset_root, allow_partial, use_cache)
+    file_loaders = {
+        CUB200: load_cub200,
+        CARS196: load_cars196,
+        SOP: load_sop,
+        INSHOP: load_inshop,
+    }
+    if name in file_loaders:
+        return file_loaders[name](dataset_root, allow_partial, use_cache, cache_size)
     if name == GLYPHS:
         from sdm.data.glyphs import load_glyph_arrays
 
@@ -248,6 +109,7 @@ def load_cub200(
     dataset_root: str | Path = DEFAULT_DATASET_ROOT,
     allow_partial: bool = False,
     use_cache: bool = True,
+    cache_size: int = RESIZE,
 ) -> FileImageDataset:
     """All CUB-200-2011 images, labels 0..199 by sorted class folder name."""
     root = Path(dataset_root)
@@ -261,14 +123,15 @@ def load_cub200(
         files = _image_files(class_dir, JPEG_SUFFIXES)
         paths += files
         labels += [label] * len(files)
-    _check_counts(CUB200, images_dir, len(paths), len(set(labels)), allow_partial)
+    check_counts(CUB200, images_dir, len(paths), len(set(labels)), allow_partial)
     return FileImageDataset(
         paths,
         labels,
         CUB200,
-        cache_dir=resized_cache_dir(root, CUB200) if use_cache else None,
+        cache_dir=resized_cache_dir(root, CUB200, cache_size) if use_cache else None,
         source_root=images_dir,
         class_names={label: d.name for label, d in enumerate(class_dirs)},
+        cache_size=cache_size,
     )
 
 
@@ -276,6 +139,7 @@ def load_cars196(
     dataset_root: str | Path = DEFAULT_DATASET_ROOT,
     allow_partial: bool = False,
     use_cache: bool = True,
+    cache_size: int = RESIZE,
 ) -> FileImageDataset:
     """All Cars196 images listed in cars_annos.mat, labels 1..196 from its `class` field."""
     root = Path(dataset_root)
@@ -284,29 +148,22 @@ def load_cars196(
         raise DatasetError(_cars_missing_message(root, annotations_path))
     cars_dir = root / CARS_FOLDER
     relative_paths, labels, class_names = _read_cars_annotations(annotations_path)
-    paths = [cars_dir / _safe_relative(p, annotations_path) for p in relative_paths]
-    missing = [i for i, p in enumerate(paths) if not p.is_file()]
-    if missing:
-        shown = ", ".join(str(paths[i]) for i in missing[:MISSING_PATHS_SHOWN])
-        message = (
-            f"{len(missing)} of the {len(paths)} images listed in {annotations_path} are "
-            f"missing, e.g. {shown}; extract car_ims.tgz into {cars_dir}/ so that "
-            f"{root / CARS_IMAGES}/000001.jpg exists"
-        )
-        if not allow_partial:
-            raise DatasetError(message + " (or pass allow_partial=True / --allow-partial)")
-        warnings.warn(message + "; continuing without them (allow_partial=True)", stacklevel=2)
-        present = sorted(set(range(len(paths))) - set(missing))
-        paths = [paths[i] for i in present]
-        labels = [labels[i] for i in present]
-    _check_counts(CARS196, cars_dir, len(paths), len(set(labels)), allow_partial)
+    paths = [cars_dir / safe_relative(p, annotations_path) for p in relative_paths]
+    fix = (
+        f"extract car_ims.tgz into {cars_dir}/ so that {root / CARS_IMAGES}/000001.jpg exists"
+    )
+    present = present_images(paths, annotations_path, fix, allow_partial)
+    paths = [paths[i] for i in present]
+    labels = [labels[i] for i in present]
+    check_counts(CARS196, cars_dir, len(paths), len(set(labels)), allow_partial)
     return FileImageDataset(
         paths,
         labels,
         CARS196,
-        cache_dir=resized_cache_dir(root, CARS196) if use_cache else None,
+        cache_dir=resized_cache_dir(root, CARS196, cache_size) if use_cache else None,
         source_root=cars_dir,
         class_names=class_names,
+        cache_size=cache_size,
     )
 
 
@@ -477,33 +334,6 @@ def _matlab_scalar(value: Any) -> Any:
     return np.asarray(value).ravel()[0]
 
 
-def _safe_relative(relative: str, listed_in: Path) -> PurePosixPath:
-    path = PurePosixPath(relative)
-    if path.is_absolute() or ".." in path.parts:
-        raise DatasetError(f"{listed_in} lists the image path {relative!r} outside its folder")
-    return path
-
-
-def _check_counts(
-    name: str, location: Path, num_images: int, num_classes: int, allow_partial: bool
-) -> None:
-    expected_images, expected_classes = EXPECTED_COUNTS[name]
-    if num_images == 0:
-        raise DatasetError(f"{name}: no images found in {location}")
-    if (num_images, num_classes) == (expected_images, expected_classes):
-        return
-    found = (
-        f"{name} at {location}: expected {expected_images} images in {expected_classes} "
-        f"classes, found {num_images} images in {num_classes} classes"
-    )
-    if not allow_partial:
-        raise DatasetError(
-            f"{found}; complete the dataset, or pass allow_partial=True (--allow-partial, "
-            "dataset.allow_partial=true) to use it as it is"
-        )
-    warnings.warn(f"{found}; using the partial dataset (allow_partial=True)", stacklevel=3)
-
-
 def _image_files(folder: Path, suffixes: frozenset[str]) -> list[Path]:
     return sorted(
         p
@@ -514,10 +344,6 @@ def _image_files(folder: Path, suffixes: frozenset[str]) -> list[Path]:
 
 def _hidden(path: Path) -> bool:
     return path.name.startswith(".")
-
-
-def _common_folder(paths: Sequence[Path]) -> str:
-    return os.path.commonpath([str(p.parent) for p in paths])
 
 
 def _is_integer(text: str) -> bool:

@@ -1,13 +1,20 @@
 """Class-disjoint splits: MLRC (test half + cross-validation folds) and a plain half split.
 
 Splits are over class ids only; which images belong to a class is the dataset's business.
+`dataset_splits` picks the split of a dataset: MLRC's, or for a dataset with an official
+partition (In-Shop) its test items plus MLRC-style folds of its train items.
 """
+
+from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sdm.constants import NUM_FOLDS, TEST_FRACTION, VAL_FRACTION
+from sdm.constants import INSHOP_TRAIN, NUM_FOLDS, TEST_FRACTION, VAL_FRACTION
+
+if TYPE_CHECKING:
+    from sdm.data.base import ImageDataset
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,6 @@ def mlrc_splits(
     """
     ordered = _sorted_classes(classes)
     num_classes = len(ordered)
-    if num_folds < 1:
-        raise ValueError(f"num_folds must be at least 1, got {num_folds}")
     if num_classes < MIN_MLRC_CLASSES:
         raise ValueError(
             f"the MLRC split needs at least {MIN_MLRC_CLASSES} classes, got {num_classes}; "
@@ -77,15 +82,60 @@ def mlrc_splits(
 
     trainval = ordered[: num_classes - num_test]
     test = ordered[num_classes - num_test :]
+    return Splits(test=test, folds=rotating_folds(trainval, num_val, num_folds, test))
+
+
+def dataset_splits(dataset: ImageDataset, num_folds: int = NUM_FOLDS) -> Splits:
+    """The splits a dataset is trained and tested with.
+
+    Without a `partition`: `mlrc_splits(dataset.classes, num_folds)`. With one (In-Shop):
+    test = the classes of the query and gallery images; the train images' classes
+    (trainval, sorted) are rotated into `num_folds` folds by the MLRC rule, with
+    val = int(|trainval| * VAL_FRACTION / (1 - TEST_FRACTION)) classes (the share MLRC's
+    val has of its trainval) and train = the others.
+    """
+    if dataset.partition is None:
+        return mlrc_splits(dataset.classes, num_folds)
+    is_train = dataset.partition == INSHOP_TRAIN
+    trainval = sorted(set(dataset.labels[is_train].tolist()))
+    test = sorted(set(dataset.labels[~is_train].tolist()))
+    val_share = VAL_FRACTION / (1 - TEST_FRACTION)
+    num_val = int(len(trainval) * val_share)
+    if not test or num_val < 1:
+        raise ValueError(
+            f"dataset {dataset.name!r} has {len(trainval)} train classes and {len(test)} "
+            f"query/gallery classes; the folds need int(train classes * {val_share:g}) >= 1 "
+            "val classes and the test at least one class"
+        )
+    shared = sorted(set(trainval) & set(test))
+    if shared:
+        raise ValueError(
+            f"dataset {dataset.name!r} has classes with both train and query/gallery images, "
+            f"e.g. {shared[:5]}; its partition must keep the classes apart"
+        )
+    return Splits(test=test, folds=rotating_folds(trainval, num_val, num_folds, test))
+
+
+def rotating_folds(
+    trainval: list[int], num_val: int, num_folds: int, test: list[int]
+) -> list[Fold]:
+    """MLRC's folds of the sorted class ids `trainval` (disjoint from the sorted `test`).
+
+    Fold p starts at index floor(p * |trainval| / num_folds), takes |trainval| - num_val
+    train classes then num_val val classes, wrapping around.
+    """
+    if num_folds < 1:
+        raise ValueError(f"num_folds must be at least 1, got {num_folds}")
+    num_train = len(trainval) - num_val
     folds = []
     for fold in range(num_folds):
         start = fold * len(trainval) // num_folds
         rotated = trainval[start:] + trainval[:start]
         train = sorted(rotated[:num_train])
-        val = sorted(rotated[num_train : num_train + num_val])
+        val = sorted(rotated[num_train:])
         _assert_disjoint(train=train, val=val, test=test)
         folds.append(Fold(train=train, val=val))
-    return Splits(test=test, folds=folds)
+    return folds
 
 
 def half_split(classes: Iterable[int]) -> dict[str, list[int]]:

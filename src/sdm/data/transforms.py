@@ -7,8 +7,9 @@ Then the trunk's own conversion:
 
 - "bninception": BGR channel order, values 0-255 minus the mean (104, 117, 128), std 1.
 - "imagenet": RGB in 0-1 normalized with the ImageNet mean and std (EfficientNet, ResNet).
-- "glyph": small grayscale images at their own size, 1 channel in -1..1
-  (mean 0.5, std 0.5); train adds a mild random affine jitter.
+- "glyph": small grayscale images, 1 channel in -1..1 (mean 0.5, std 0.5); train adds a
+  mild random affine jitter. Images keep their own size unless `resize` and `crop` are given
+  (then Resize(resize) -> CenterCrop(crop) in both pipelines).
 """
 
 from collections.abc import Callable
@@ -69,22 +70,26 @@ class ToBNInceptionTensor:
 
 
 def build_transform(
-    input_convention: str, train: bool, resize: int = RESIZE, crop: int = CROP
+    input_convention: str, train: bool, resize: int | None = None, crop: int | None = None
 ) -> Callable[[Image.Image], torch.Tensor]:
     """Return the train or eval pipeline of `input_convention` (see the module docstring).
 
-    `resize` and `crop` are pixel sizes; the "glyph" convention keeps the image size and
-    ignores them.
+    `resize` (shorter side) and `crop` are pixel sizes, given together or not at all; unset,
+    the ImageNet conventions use the paper's 256 / 227 and "glyph" keeps the image size.
     """
-    if input_convention == BNINCEPTION_INPUT:
-        geometry = _geometry(train, resize, crop)
-        return T.Compose([ConvertMode("RGB"), *geometry, ToBNInceptionTensor()])
-    if input_convention == IMAGENET_INPUT:
+    if (resize is None) != (crop is None):
+        raise ValueError(f"give resize and crop together, got resize={resize}, crop={crop}")
+    if input_convention in (BNINCEPTION_INPUT, IMAGENET_INPUT):
+        geometry = _geometry(train, resize or RESIZE, crop or CROP)
+        if input_convention == BNINCEPTION_INPUT:
+            return T.Compose([ConvertMode("RGB"), *geometry, ToBNInceptionTensor()])
         to_tensor = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-        return T.Compose([ConvertMode("RGB"), *_geometry(train, resize, crop), *to_tensor])
+        return T.Compose([ConvertMode("RGB"), *geometry, *to_tensor])
     if input_convention == GLYPH_INPUT:
+        geometry = [T.Resize(resize), T.CenterCrop(crop)] if resize is not None else []
         jitter = [_glyph_jitter()] if train else []
-        return T.Compose([ConvertMode("L"), *jitter, T.ToTensor(), T.Normalize((0.5,), (0.5,))])
+        return T.Compose([ConvertMode("L"), *geometry, *jitter, T.ToTensor(),
+                          T.Normalize((0.5,), (0.5,))])
     raise ValueError(
         f"unknown input convention {input_convention!r}; expected one of {INPUT_CONVENTIONS}"
     )

@@ -1,1 +1,2 @@
-"""Training and evaluation: the embedding model, the MLRC fold loop, experiments, test results."""
+"""Training and evaluation: config -> objects (build), checks before a run (preflight), one step,
+the MLRC fold loop, experiment folders, and the numbers of test evaluation."""

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from sdm.engine.model import EmbeddingModel
+from sdm.models.embedding_model import EmbeddingModel
 
 
 @torch.no_grad()

@@ -1,22 +1,28 @@
 """An experiment: the chosen folds of one config, each in ``<experiments_root>/<name>/fold_<k>/``.
 
-A finished fold is skipped on rerun and an interrupted one resumes. Rerunning with a config
-that differs in anything that changes training is refused unless the caller allows it; the
-allowed differences are recorded in ``config_changes.json``.
+Everything that can be checked is checked before the folder is written (dataset, fold sizes,
+loss, weights: see ``preflight``). A finished fold is skipped on rerun and an interrupted one
+resumes. Rerunning with a config that differs in anything that changes training is refused
+unless the caller allows it (the allowed differences are recorded in ``config_changes.json``)
+— except while no fold has trained a step yet: then the experiment simply starts afresh with
+the new config. ``ExperimentFolder`` is the one way to read a saved experiment back.
 """
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from sdm import constants as C
 from sdm import records
-from sdm.config import ConfigError, ExperimentConfig, config_difference, to_yaml
-from sdm.data.datasets import ImageDataset, load_dataset
-from sdm.data.splits import mlrc_splits
+from sdm.config import ConfigError, config_difference, load_config, to_yaml
+from sdm.results import TestResults, read_results
 
 # Keys that may change between a run and its resumption without changing what is trained.
 RESUMABLE_KEYS = ("name", "experiments_root", "dataset.root", "dataset.use_cache",
@@ -25,49 +31,98 @@ RESUMABLE_KEYS = ("name", "experiments_root", "dataset.root", "dataset.use_cache
 
 
 def experiment_folder(config: DictConfig) -> Path:
+    """``<experiments_root>/<name>``."""
     return Path(config.experiments_root) / config.name
 
 
-def load_experiment_dataset(config: DictConfig) -> tuple[ImageDataset, dict[str, Any]]:
-    """The configured dataset and its MLRC splits."""
-    dataset = load_dataset(config.dataset.name, dataset_root=config.dataset.root,
-                           path=config.dataset.path, allow_partial=config.dataset.allow_partial,
-                           use_cache=config.dataset.use_cache)
-    return dataset, mlrc_splits(dataset.classes)
+class ExperimentFolder:
+    """A saved experiment: its config, per-fold files, validation curves and test results."""
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder)
+
+    @property
+    def config(self) -> DictConfig:
+        """The saved config, resolved as ``load_config`` resolves a file."""
+        saved = self.path / C.CONFIG_FILE
+        if not saved.is_file():
+            raise FileNotFoundError(f"{self.path} is not an experiment folder: no {saved.name}")
+        return load_config([saved])
+
+    def fold(self, fold: int) -> Path:
+        return records.fold_folder(self.path, fold)
+
+    def checkpoint(self, fold: int, name: str) -> Path:
+        """A fold's checkpoint file, e.g. ``checkpoint(0, constants.BEST_CHECKPOINT)``."""
+        return self.fold(fold) / name
+
+    def trained_folds(self, folds: list[int]) -> list[int]:
+        """Those of ``folds`` that have a best checkpoint; an error when none has."""
+        trained = [f for f in folds if self.checkpoint(f, C.BEST_CHECKPOINT).is_file()]
+        if not trained:
+            raise FileNotFoundError(
+                f"no trained fold in {self.path} (looked for fold_<k>/{C.BEST_CHECKPOINT});"
+                " train the experiment first")
+        return trained
+
+    def curves(self) -> dict[int, list[dict[str, str]]]:
+        """``{fold: rows of metrics.csv}`` (validation per evaluated epoch) for every fold."""
+        return {int(p.parent.name.split("_")[1]): records.read_csv(p)
+                for p in sorted(self.path.glob(f"fold_*/{C.METRICS_CSV}"))}
+
+    def has_trained_step(self) -> bool:
+        """Whether any fold has recorded an epoch of training (epoch >= 1)."""
+        return any(int(row["epoch"]) >= 1 for rows in self.curves().values() for row in rows)
+
+    def results(self) -> TestResults:
+        """What ``sdm evaluate`` wrote; FileNotFoundError when it has not run."""
+        return read_results(self.path / C.RESULTS_FOLDER)
 
 
 def prepare_experiment_folder(config: DictConfig, allow_config_change: bool = False) -> Path:
     """Creates or reopens the experiment folder and records config and run information."""
     folder = experiment_folder(config)
-    saved = folder / records.CONFIG_FILE
-    if saved.is_file():
-        old = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.load(saved))
-        changes = {key: values for key, values in config_difference(old, config).items()
-                   if not key.startswith(RESUMABLE_KEYS)}
-        if changes and not allow_config_change:
-            listed = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
-            raise ConfigError(
-                f"experiment {folder} was started with a different config:\n{listed}\n"
-                "Use another experiment name, or allow the change explicitly "
-                "(sdm train --allow-config-change; run.py --merge_argparse_when_resuming)."
-            )
-        if changes:
-            log_path = folder / records.CONFIG_CHANGES_FILE
-            log = records.read_json(log_path) if log_path.is_file() else []
-            log.append({"time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                        "changes": {k: list(v) for k, v in changes.items()}})
-            records.write_json(log_path, log)
+    if (folder / C.CONFIG_FILE).is_file():
+        _accept_config(ExperimentFolder(folder), config, allow_config_change)
     folder.mkdir(parents=True, exist_ok=True)
-    records.write_text(saved, to_yaml(config))
-    records.write_json(folder / records.RUN_INFO_FILE, records.run_info(config.training.seed))
+    records.write_text(folder / C.CONFIG_FILE, to_yaml(config))
+    records.write_json(folder / C.RUN_INFO_FILE, records.run_info(config.training.seed))
     return folder
 
 
+def _accept_config(experiment: ExperimentFolder, config: DictConfig, allowed: bool) -> None:
+    changes = {key: values for key, values in config_difference(experiment.config, config).items()
+               if not key.startswith(RESUMABLE_KEYS)}
+    if not changes:
+        return
+    if not experiment.has_trained_step():
+        for fold_folder in sorted(experiment.path.glob("fold_*")):
+            shutil.rmtree(fold_folder)
+        print(f"{experiment.path} had not trained a step yet: starting it afresh with the "
+              f"new config ({', '.join(changes)} changed)", file=sys.stderr)
+        return
+    if not allowed:
+        listed = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        raise ConfigError(
+            f"experiment {experiment.path} was started with a different config:\n{listed}\n"
+            "Use another experiment name, or allow the change explicitly "
+            "(sdm train --allow-config-change; run.py --merge_argparse_when_resuming).")
+    log_path = experiment.path / C.CONFIG_CHANGES_FILE
+    log = records.read_json(log_path) if log_path.is_file() else []
+    log.append({"time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "changes": {k: list(v) for k, v in changes.items()}})
+    records.write_json(log_path, log)
+
+
 def run_experiment(config: DictConfig, allow_config_change: bool = False) -> list[dict[str, Any]]:
-    """Trains every fold in ``config.training.folds``; returns their summaries."""
+    """Checks the whole experiment, then trains every fold in ``config.training.folds``;
+    returns their summaries."""
+    from sdm.engine import build, preflight
     from sdm.engine.fold import FoldTrainer
 
+    dataset, splits = build.load_experiment_dataset(config)
+    for message in preflight.check_experiment(config, dataset, splits):
+        warnings.warn(message, stacklevel=2)
     folder = prepare_experiment_folder(config, allow_config_change)
-    dataset, splits = load_experiment_dataset(config)
     return [FoldTrainer(config, fold, folder, dataset, splits).run()
             for fold in config.training.folds]

@@ -19,115 +19,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
-from pytorch_metric_learning.samplers import MPerClassSampler
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sdm import constants as C
 from sdm import records
 from sdm.data.datasets import ImageDataset
-from sdm.data.transforms import build_transform
+from sdm.data.splits import Splits
+from sdm.engine import build
 from sdm.engine.embeddings import compute_embeddings
-from sdm.engine.model import EmbeddingModel
-from sdm.losses import build_loss, build_miner
+from sdm.engine.step import train_step
 from sdm.metrics import retrieval_metrics
 from sdm.models.batchnorm import train_with_frozen_batchnorm
-from sdm.models.embedder import Embedder
-from sdm.models.trunks import build_trunk
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as torch spells it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    """Seeds Python, NumPy (also PML's sampler, which draws from NumPy) and torch."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_model(config: DictConfig) -> tuple[EmbeddingModel, str]:
-    """(trunk + embedder, the trunk's input convention); trunk feature dropout only with SDM."""
-    feature_dropout = config.sdm.feature_dropout if config.sdm.enabled else 0.0
-    trunk = build_trunk(
-        config.model.trunk,
-        pretrained=config.model.pretrained,
-        weights_path=config.model.weights_path,
-        feature_dropout=feature_dropout,
-    )
-    embedder = Embedder(trunk.output_dim, list(config.model.embedding_sizes))
-    return EmbeddingModel(trunk.module, embedder), trunk.input_convention
-
-
-def build_fold_loss(config: DictConfig, num_classes: int) -> torch.nn.Module:
-    """The configured loss, SDM-wrapped when ``sdm.enabled``."""
-    sdm = None
-    if config.sdm.enabled:
-        sdm = {"masks": config.sdm.masks, "p": config.sdm.embedding_dropout,
-               "alpha": config.sdm.alpha}
-    params: dict[str, Any] = OmegaConf.to_container(config.loss.params)  # type: ignore[assignment]
-    return build_loss(
-        config.loss.name, params, num_classes=num_classes,
-        embedding_size=config.model.embedding_sizes[-1], sdm=sdm,
-    )
-
-
-def build_optimizers(
-    config: DictConfig, model: EmbeddingModel, loss: torch.nn.Module
-) -> dict[str, torch.optim.Optimizer]:
-    """RMSprop for trunk and embedder, and for the loss's own parameters when it has any."""
-    opt = config.optimizer
-    optimizers = {
-        "trunk": torch.optim.RMSprop(model.trunk.parameters(), lr=opt.trunk_lr,
-                                     weight_decay=opt.weight_decay, momentum=opt.momentum),
-        "embedder": torch.optim.RMSprop(model.embedder.parameters(), lr=opt.embedder_lr,
-                                        weight_decay=opt.weight_decay, momentum=opt.momentum),
-    }
-    loss_parameters = [p for p in loss.parameters() if p.requires_grad]
-    if loss_parameters:
-        optimizers["loss"] = torch.optim.RMSprop(
-            loss_parameters, lr=opt.loss_lr, weight_decay=opt.loss_weight_decay,
-            momentum=opt.momentum,
-        )
-    return optimizers
-
-
-def train_step(
-    model: EmbeddingModel, loss_fn: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer],
-    images: torch.Tensor, labels: torch.Tensor, *, sdm: DictConfig, miner: Any = None,
-    scaler: torch.amp.GradScaler | None = None,
-) -> float:
-    """One optimization step; returns the loss. With ``sdm.enabled`` the model runs
-    ``sdm.passes`` perturbed passes (as one T*B batch when ``sdm.batched_passes``) and the
-    loss receives (T, B, D) embeddings. Mixed precision when ``scaler`` is enabled (CUDA)."""
-    amp = scaler is not None and scaler.is_enabled()
-    with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-        if sdm.enabled:
-            embeddings = model.perturbed_passes(images, sdm.passes, sdm.batched_passes)
-        else:
-            embeddings = model(images)
-    embeddings = embeddings.float()
-    indices = None
-    if miner is not None:
-        indices = miner(embeddings if embeddings.dim() == 2 else embeddings[0], labels)
-    loss = loss_fn(embeddings, labels, indices)
-    for optimizer in optimizers.values():
-        optimizer.zero_grad(set_to_none=True)
-    if amp:
-        scaler.scale(loss).backward()
-        for optimizer in optimizers.values():
-            scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        for optimizer in optimizers.values():
-            optimizer.step()
-    return float(loss.detach())
 
 
 @dataclass
@@ -144,32 +48,23 @@ class FoldTrainer:
     """Trains one fold of an experiment in ``<experiment_dir>/fold_<k>/``."""
 
     def __init__(self, config: DictConfig, fold: int, experiment_dir: str | Path,
-                 dataset: ImageDataset, splits: dict[str, Any]):
+                 dataset: ImageDataset, splits: Splits):
         self.config = config
         self.fold = fold
         self.folder = records.fold_folder(experiment_dir, fold)
-        self.device = resolve_device(config.training.device)
-        seed_everything(config.training.seed + fold)
-        self.model, convention = build_model(config)
-        self.model.to(self.device)
-        train_classes = sorted(splits["folds"][fold]["train"])
-        val_classes = sorted(splits["folds"][fold]["val"])
-        self.train_set = dataset.subset(train_classes).with_transform(
-            build_transform(convention, train=True))
-        self.val_set = dataset.subset(val_classes).with_transform(
-            build_transform(convention, train=False))
+        self.device = build.resolve_device(config.training.device)
+        build.seed_everything(config.training.seed + fold)
+        self.model = build.build_model(config).to(self.device)
+        self.train_set, self.val_set = build.fold_datasets(config, dataset, splits, fold)
+        train_classes = self.train_set.classes
         self.label_lookup = torch.full((max(train_classes) + 1,), -1, dtype=torch.long)
         self.label_lookup[train_classes] = torch.arange(len(train_classes))
-        self.loss = build_fold_loss(config, len(train_classes)).to(self.device)
-        self.miner = build_miner(
-            config.loss.miner, OmegaConf.to_container(config.loss.miner_params))
-        self.optimizers = build_optimizers(config, self.model, self.loss)
+        self.loss = build.build_fold_loss(config, len(train_classes)).to(self.device)
+        self.miner = build.build_fold_miner(config)
+        self.optimizers = build.build_optimizers(config, self.model, self.loss)
+        self.sampler = build.build_sampler(
+            config, self.label_lookup[torch.as_tensor(self.train_set.labels)].numpy())
         training = config.training
-        self.sampler = MPerClassSampler(
-            self.label_lookup[torch.as_tensor(self.train_set.labels)].numpy(),
-            m=training.m_per_class, batch_size=training.batch_size,
-            length_before_new_iter=training.batch_size * training.iterations_per_epoch,
-        )
         self.amp = bool(training.mixed_precision) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.state = FoldState(history=[])
@@ -192,10 +87,10 @@ class FoldTrainer:
                     "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         })
-        records.save_checkpoint(self.folder / records.LATEST_CHECKPOINT, state)
+        records.save_checkpoint(self.folder / C.LATEST_CHECKPOINT, state)
 
     def _resume(self) -> bool:
-        path = self.folder / records.LATEST_CHECKPOINT
+        path = self.folder / C.LATEST_CHECKPOINT
         if not path.is_file():
             return False
         state = records.load_checkpoint(path)
@@ -227,7 +122,7 @@ class FoldTrainer:
         row = {"epoch": epoch, **{name: metrics[name] for name in C.METRIC_NAMES}}
         assert self.state.history is not None
         self.state.history.append(row)
-        records.write_csv(self.folder / records.METRICS_CSV, self.state.history)
+        records.write_csv(self.folder / C.METRICS_CSV, self.state.history)
         for name in C.METRIC_NAMES:
             self.writer.add_scalar(f"val/{name}", metrics[name], epoch)
         return metrics[C.MAP_AT_R]
@@ -235,7 +130,7 @@ class FoldTrainer:
     def _record_if_best(self, epoch: int, score: float) -> None:
         if score > self.state.best_score:
             self.state.best_score, self.state.best_epoch = score, epoch
-            records.save_checkpoint(self.folder / records.BEST_CHECKPOINT, self._models_state())
+            records.save_checkpoint(self.folder / C.BEST_CHECKPOINT, self._models_state())
 
     # ----- training ----------------------------------------------------------------------
 
@@ -252,7 +147,9 @@ class FoldTrainer:
             images = images.to(self.device, non_blocking=True)
             labels = self.label_lookup[labels].to(self.device)
             value = train_step(self.model, self.loss, self.optimizers, images, labels,
-                               sdm=self.config.sdm, miner=self.miner, scaler=self.scaler)
+                               passes=build.sdm_passes(self.config),
+                               batched_passes=self.config.sdm.batched_passes,
+                               miner=self.miner, scaler=self.scaler)
             total, steps = total + value, steps + 1
             self.writer.add_scalar("train/loss", value,
                                    (epoch - 1) * training.iterations_per_epoch + steps)
@@ -261,19 +158,19 @@ class FoldTrainer:
 
     def run(self) -> dict[str, Any]:
         """Trains (or resumes, or skips when finished) and returns the fold's summary."""
-        done = self.folder / records.FOLD_DONE_FILE
+        done = self.folder / C.FOLD_DONE_FILE
         if done.is_file():
             return records.read_json(done)
         from torch.utils.tensorboard import SummaryWriter
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(str(self.folder / records.TENSORBOARD_FOLDER))
+        self.writer = SummaryWriter(str(self.folder / C.TENSORBOARD_FOLDER))
         start = time.time()
         with contextlib.closing(self.writer):
             if not self._resume():
                 self._validate(-1, trunk_only=True)
                 score = self._validate(0)
-                records.save_checkpoint(self.folder / records.PRETRAINED_CHECKPOINT,
+                records.save_checkpoint(self.folder / C.PRETRAINED_CHECKPOINT,
                                         self._models_state())
                 self._record_if_best(0, score)
                 self._save_latest()

@@ -16,7 +16,7 @@ from torch import nn
 from torchvision.models import ResNet50_Weights
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from sdm.constants import BNINCEPTION_INPUT, GLYPH_INPUT, IMAGENET_INPUT
+from sdm.constants import BNINCEPTION_INPUT, CROP, GLYPH_INPUT, IMAGENET_INPUT, RESIZE
 from sdm.models import bn_inception, efficientnet_lite
 from sdm.models.small_cnn import SmallCNN
 
@@ -78,11 +78,32 @@ def build_trunk(name: str, *, pretrained: bool | str = True, weights_path: str |
         small = SmallCNN(in_channels=1, feature_dropout=feature_dropout)
         return Trunk(small, small.output_dim, GLYPH_INPUT)
     spec = _PRETRAINABLE[name]
-    path = spec.find_weights(weights_path) if pretrained is not False else None
+    path = find_pretrained_weights(name, pretrained, weights_path)
     module = spec.model_class(feature_dropout=feature_dropout)
     if path is not None:
         load_weights(module, path, drop_prefixes=(spec.classifier_prefix,))
     return Trunk(module, spec.output_dim, spec.input_convention)
+
+
+def find_pretrained_weights(name: str, pretrained: bool | str = True,
+                            weights_path: str | None = None) -> Path | None:
+    """The weights file ``build_trunk`` would load (None when it loads none), without building
+    the trunk; FileNotFoundError naming every place looked at when it is missing."""
+    if name == SMALL_CNN or pretrained is False:
+        return None
+    if name not in _PRETRAINABLE:
+        raise ValueError(f"unknown trunk {name!r}; expected one of {', '.join(TRUNK_NAMES)}")
+    return _PRETRAINABLE[name].find_weights(weights_path)
+
+
+def default_image_size(name: str) -> tuple[int, int] | None:
+    """(resize, crop) in pixels that trunk ``name`` is used with unless the config says
+    otherwise; None for ``small_cnn``, which takes images at their own size."""
+    if name == SMALL_CNN:
+        return None
+    if name not in _PRETRAINABLE:
+        raise ValueError(f"unknown trunk {name!r}; expected one of {', '.join(TRUNK_NAMES)}")
+    return _PRETRAINABLE[name].image_size
 
 
 def set_feature_dropout(trunk: nn.Module, rate: float) -> None:
@@ -168,6 +189,7 @@ class _PretrainableSpec(NamedTuple):
     input_convention: str
     find_weights: Callable[[str | None], Path]
     classifier_prefix: str
+    image_size: tuple[int, int] = (RESIZE, CROP)
 
 
 _PRETRAINABLE = {
