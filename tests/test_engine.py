@@ -273,3 +273,25 @@ def test_inshop_test_set_is_evaluated_query_against_gallery(tmp_path, tiny_overr
                                          labels[gallery])
     for metric in C.METRIC_NAMES:
         assert result.concatenated[metric] == pytest.approx(expected[metric], abs=1e-6)
+
+
+def test_sop_trains_and_evaluates_through_the_engine(tmp_path, tiny_overrides):
+    from fixtures import make_sop_tree
+
+    root = make_sop_tree(tmp_path / "data", num_classes=16, per_class=3, size=(60, 40))
+    config = load_config(overrides=tiny_overrides(root, tmp_path, "sop", "dataset.name=sop",
+                                                  "training.folds=[0]", "training.max_epochs=1"))
+    with pytest.warns(UserWarning, match="fewer than training.m_per_class=4 images"):
+        [summary] = run_experiment(config)
+    assert summary["last_epoch"] == 1
+    with pytest.warns(UserWarning, match="partial"):
+        dataset, splits = load_experiment_dataset(config)
+    assert splits.test == list(range(9, 17))
+    results = ev.evaluate_experiment(config, tmp_path / "sop", dataset, splits)
+    assert results.folds == [0] and results.trained.dims == {"separated": 16, "concatenated": 16}
+    test_set = build.test_dataset(config, dataset, splits)
+    model = build.load_checkpoint_model(config, tmp_path / "sop" / "fold_0" / C.BEST_CHECKPOINT)
+    embeddings, labels = compute_embeddings(model, test_set, device=torch.device("cpu"))
+    expected = retrieval_metrics(embeddings, labels)
+    for metric in C.METRIC_NAMES:
+        assert results.trained.separated.mean[metric] == pytest.approx(expected[metric])

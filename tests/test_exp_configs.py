@@ -11,7 +11,7 @@ from sdm.engine.build import build_fold_loss, build_model, build_optimizers
 from sdm.sdm_loss import SDMLoss
 
 EXP_CONFIGS = Path(__file__).resolve().parents[1] / "exp_configs"
-SHARED = {"cub200.yaml", "cars196.yaml", "sdm_paper.yaml", "base.yaml"}
+SHARED = {"cub200.yaml", "cars196.yaml", "sop.yaml", "inshop.yaml", "sdm_paper.yaml", "base.yaml"}
 CONFIGS = sorted(p for p in EXP_CONFIGS.rglob("*.yaml") if p.name not in SHARED)
 PAPER = ["cub_contrast", "cub_triplet", "cub_margin", "cub_ms",
          "car_contrast", "car_triplet", "car_margin", "car_ms"]
