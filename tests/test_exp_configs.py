@@ -11,8 +11,11 @@ from sdm.engine.build import build_fold_loss, build_model, build_optimizers
 from sdm.sdm_loss import SDMLoss
 
 EXP_CONFIGS = Path(__file__).resolve().parents[1] / "exp_configs"
-SHARED = {"cub200.yaml", "cars196.yaml", "sop.yaml", "inshop.yaml", "sdm_paper.yaml", "base.yaml"}
-CONFIGS = sorted(p for p in EXP_CONFIGS.rglob("*.yaml") if p.name not in SHARED)
+# Layers meant to go on top of a complete config, not experiments of their own.
+SHARED = {"cub200.yaml", "cars196.yaml", "sop.yaml", "inshop.yaml", "sdm_paper.yaml", "base.yaml",
+          "glyphs_pretrained.yaml"}
+CONFIGS = sorted(p for p in EXP_CONFIGS.rglob("*.yaml")
+                 if p.name not in SHARED and p.parent.name != "ablation")
 PAPER = ["cub_contrast", "cub_triplet", "cub_margin", "cub_ms",
          "car_contrast", "car_triplet", "car_margin", "car_ms"]
 
@@ -56,3 +59,33 @@ def test_paper_hyperparameters_reach_the_loss():
     config = load_config([EXP_CONFIGS / "baselines" / "cub_arcface.yaml"])
     arcface = build_fold_loss(config, num_classes=10)
     assert arcface.margin == pytest.approx(23.22 * 3.141592653589793 / 180)
+
+
+ABLATION_ARMS = {  # arm -> its only differences from the paper setting
+    "off": {"sdm.enabled": (True, False)},
+    "dropout_only": {"sdm.passes": (8, 1), "sdm.masks": (8, 1),
+                     "sdm.embedding_dropout": (0.05, 0.0)},
+    "mean": {"sdm.alpha": (32.0, 0.0)},
+    "masks_only": {"sdm.passes": (8, 1), "sdm.feature_dropout": (0.1, 0.0)},
+    "t2": {"sdm.passes": (8, 2)},
+    "t4": {"sdm.passes": (8, 4)},
+    "converged": {"sdm.enabled": (True, False), "training.max_epochs": (4, 32),
+                  "training.patience": (4, 8)},
+}
+
+
+@pytest.mark.parametrize("loss", ["contrast", "ms", "triplet", "margin"])
+@pytest.mark.parametrize("arm", sorted(ABLATION_ARMS))
+def test_ablation_arms_change_exactly_what_they_say(loss, arm):
+    from sdm.config import config_difference
+
+    files = [EXP_CONFIGS / "icons" / f"{loss}.yaml"]
+    paper = load_config([*files, EXP_CONFIGS / "ablation" / "paper.yaml"])
+    changed = load_config([*files, EXP_CONFIGS / "ablation" / f"{arm}.yaml"])
+    assert paper.sdm.enabled and (paper.sdm.passes, paper.sdm.masks) == (8, 8)
+    assert (paper.sdm.embedding_dropout, paper.sdm.feature_dropout, paper.sdm.alpha) == (
+        0.05, 0.1, 32.0)
+    assert config_difference(paper, changed) == ABLATION_ARMS[arm]
+    glyphs = load_config([*files, EXP_CONFIGS / "glyphs_pretrained.yaml",
+                          EXP_CONFIGS / "ablation" / f"{arm}.yaml"])
+    assert config_difference(changed, glyphs) == {"dataset.name": ("icons", "glyphs")}
