@@ -77,6 +77,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_root_argument(glyphs)
     glyphs.set_defaults(func=run_glyphs)
 
+    icons = commands.add_parser(
+        "icons", help="build the icon dataset from the installed icon themes "
+        "(bash scripts/install_icons.sh installs them)")
+    _add_root_argument(icons)
+    icons.add_argument("--icon-roots", nargs="+", default=None,
+                       help="folders holding icon themes (default /usr/share/icons)")
+    icons.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    icons.set_defaults(func=run_icons)
+
 
 def run_check(args: argparse.Namespace) -> int:
     """Print images, classes, per-class counts and split sizes of a dataset."""
@@ -176,6 +185,19 @@ def run_glyphs(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         return _fail(error)
     print(f"glyph dataset written to {archive}")
+    return 0
+
+
+def run_icons(args: argparse.Namespace) -> int:
+    """Build the icon dataset below the dataset root."""
+    from sdm.data.icons import DEFAULT_ICON_ROOTS, build_icon_dataset
+
+    try:
+        archive = build_icon_dataset(args.dataset_root, args.icon_roots or DEFAULT_ICON_ROOTS,
+                                     force=args.force)
+    except (ValueError, OSError) as error:
+        return _fail(error)
+    print(f"icon dataset written to {archive}")
     return 0
 
 

@@ -31,6 +31,7 @@ from sdm.constants import (
     DEFAULT_DATASET_ROOT,
     FOLDER,
     GLYPHS,
+    ICONS,
     INSHOP,
     RESIZE,
     SOP,
@@ -83,7 +84,7 @@ def load_dataset(
     cub200, cars196, sop and inshop are found below `dataset_root`, and with `use_cache` read
     from their resized cache built at shorter side `cache_size` if a valid one is there
     (`sdm data cache NAME --size N`); "glyphs" is below `dataset_root` too (built by
-    `sdm data glyphs`); "folder" and "csv" read `path`.
+    `sdm data glyphs`), and so is "icons" (`sdm data icons`); "folder" and "csv" read `path`.
     """
     file_loaders = {
         CUB200: load_cub200,
@@ -98,6 +99,11 @@ def load_dataset(
 
         images, labels, class_names = load_glyph_arrays(dataset_root)
         return ArrayImageDataset(images, labels, GLYPHS, class_names=dict(enumerate(class_names)))
+    if name == ICONS:
+        from sdm.data.icons import load_icon_arrays
+
+        images, labels, class_names = load_icon_arrays(dataset_root)
+        return ArrayImageDataset(images, labels, ICONS, class_names=dict(enumerate(class_names)))
     if name in (FOLDER, CSV):
         if path is None:
             raise DatasetError(f"dataset {name!r} needs a path (--path / dataset.path)")

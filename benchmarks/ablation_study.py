@@ -1,0 +1,217 @@
+"""Which part of SDM does the work, where the paper uses it: a pretrained trunk, fine-tuned.
+
+EfficientNet-Lite0 with its ImageNet weights at 64 px on the icon dataset (and, to tell the
+trunk's role from the data's, on the glyph dataset), each ablation arm changing one thing
+against SDM's paper setting (exp_configs/ablation/): (a) off, (b) paper, (c) trunk dropout
+only, (d) mean over copies (alpha 0), (e) embedding masks only, (f) T = 2 and 4, (g) the
+baseline given SDM's compute (8x the epochs, validation-based early stopping).
+
+The MLRC protocol, shortened to fit a 2-core CPU: folds 0 and 1 of the 4 (so "separated" is
+the mean of 2 fold models and "concatenated" joins 2 x 128 = 256 dimensions), 4 epochs of 50
+iterations with validation after each, the best epoch by validation MAP@R tested on the
+held-out half of the classes. Seeds 0, 1, 2. Nothing is tuned on the test classes.
+
+    python benchmarks/ablation_study.py                    # the whole plan, in priority order
+    python benchmarks/ablation_study.py --steps 1 2        # a part; rerun to append more
+    python benchmarks/ablation_study.py --summary-only     # tables and plot from what exists
+
+Resumable and appendable: each run is one experiment folder under ``--experiments-root``;
+finished runs are skipped, interrupted ones resume. Each run's wall-clock seconds are summed
+over invocations in its ``study_seconds.json``. Writes ``ablation_study.{md,json,png}`` into
+``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from sdm import constants as C
+from sdm import records
+from sdm.config import PACKAGED_CONFIGS, load_config
+from sdm.engine.build import load_experiment_dataset
+from sdm.engine.evaluate import evaluate_experiment
+from sdm.engine.experiment import experiment_folder, run_experiment
+from sdm.results import read_results, results_file, write_results
+
+SEEDS = (0, 1, 2)
+ARMS = ("off", "paper", "dropout_only", "mean", "masks_only", "t2", "t4", "converged")
+ARM_LABELS = {"off": "(a) off", "paper": "(b) paper", "dropout_only": "(c) trunk dropout only",
+              "mean": "(d) mean, alpha 0", "masks_only": "(e) masks only, T=1",
+              "t2": "(f) T=2", "t4": "(f) T=4", "converged": "(g) off, compute-matched"}
+DATASETS = {"icons": [], "glyphs": [PACKAGED_CONFIGS / "glyphs_pretrained.yaml"]}
+SHORTENED = ["training.folds=[0,1]"]
+TIMING_FILE = "study_seconds.json"
+
+# The plan in priority order: (dataset, loss, arms); every step runs all seeds.
+PLAN = [
+    ("icons", "ms", ("off", "paper")),
+    ("icons", "ms", ("dropout_only", "mean", "masks_only")),
+    ("glyphs", "ms", ("off", "paper", "dropout_only")),
+    ("icons", "contrast", ("off", "paper", "dropout_only", "mean", "masks_only")),
+    ("icons", "ms", ("converged",)),
+    ("icons", "contrast", ("converged",)),
+    ("icons", "ms", ("t2", "t4")),
+    ("icons", "contrast", ("t2", "t4")),
+    ("icons", "triplet", ("off", "paper", "converged")),
+    ("icons", "margin", ("off", "paper", "converged")),
+]
+
+
+def run_name(dataset: str, loss: str, arm: str, seed: int) -> str:
+    return f"{dataset}_{loss}_{arm}_seed{seed}"
+
+
+def experiment_config(dataset: str, loss: str, arm: str, seed: int, args: argparse.Namespace):
+    files = [PACKAGED_CONFIGS / "icons" / f"{loss}.yaml", *DATASETS[dataset],
+             PACKAGED_CONFIGS / "ablation" / f"{arm}.yaml"]
+    return load_config(files, [*SHORTENED, f"training.seed={seed}",
+                               f"name={run_name(dataset, loss, arm, seed)}",
+                               f"experiments_root={args.experiments_root}",
+                               f"dataset.root={args.dataset_root}"])
+
+
+def run_one(dataset: str, loss: str, arm: str, seed: int, args: argparse.Namespace) -> None:
+    config = experiment_config(dataset, loss, arm, seed, args)
+    folder = experiment_folder(config)
+    if results_file(folder / C.RESULTS_FOLDER, ".json").is_file():
+        return
+    start = time.time()
+    try:
+        run_experiment(config)
+    finally:
+        timing = folder / TIMING_FILE
+        spent = records.read_json(timing)["train_seconds"] if timing.is_file() else 0.0
+        if folder.is_dir():
+            records.write_json(timing, {"train_seconds": spent + time.time() - start})
+    data, splits = load_experiment_dataset(config)
+    write_results(folder / C.RESULTS_FOLDER,
+                  evaluate_experiment(config, folder, data, splits, pretrained=False))
+    print(f"{config.name}: {time.time() - start:.0f} s", flush=True)
+
+
+def scores(folder: Path) -> dict[str, float]:
+    """The six table numbers of one evaluated run in percent, and its training seconds."""
+    trained = read_results(folder / C.RESULTS_FOLDER).trained
+    by_mode = {C.SEPARATED: trained.separated.mean, C.CONCATENATED: trained.concatenated}
+    found = {f"{mode}_{metric}": 100 * by_mode[mode][metric]
+             for mode in C.TABLE_ORDER for metric in C.METRIC_NAMES}
+    found["seconds"] = records.read_json(folder / TIMING_FILE)["train_seconds"]
+    return found
+
+
+def collect(root: Path) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
+    """{(dataset, loss, arm): {seed: scores}} of every finished run of the plan."""
+    found: dict = {}
+    for dataset, loss, arms in PLAN:
+        for arm in arms:
+            for seed in SEEDS:
+                folder = root / run_name(dataset, loss, arm, seed)
+                if results_file(folder / C.RESULTS_FOLDER, ".json").is_file():
+                    found.setdefault((dataset, loss, arm), {})[seed] = scores(folder)
+    return found
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+COLUMNS = [f"{mode}_{metric}" for mode in C.TABLE_ORDER for metric in C.METRIC_NAMES]
+HEADER = ("| data | loss | arm | seeds | Concat. P@1 | RP | MAP@R | Sep. P@1 | RP | MAP@R "
+          "| train s |\n|-|-|-|-|-:|-:|-:|-:|-:|-:|-:|\n")
+
+
+def summary_table(found: dict) -> str:
+    lines, differences = [], []
+    for (dataset, loss, arm), per_seed in found.items():
+        cells = [mean_std([s[c] for s in per_seed.values()]) for c in [*COLUMNS, "seconds"]]
+        lines.append(f"| {dataset} | {loss} | {ARM_LABELS[arm]} | {len(per_seed)} | "
+                     + " | ".join(cells) + " |")
+        base = found.get((dataset, loss, "off"), {})
+        seeds = sorted(set(per_seed) & set(base))
+        if arm == "off" or not seeds:
+            continue
+        cells = [mean_std([per_seed[s][c] - base[s][c] for s in seeds]) for c in COLUMNS]
+        ratio = statistics.fmean(per_seed[s]["seconds"] / base[s]["seconds"] for s in seeds)
+        differences.append(f"| {dataset} | {loss} | {ARM_LABELS[arm]} − off | {len(seeds)} | "
+                           + " | ".join(cells) + f" | {ratio:.1f}x |")
+    text = ("Test classes, percent; mean ± standard deviation over seeds; train s = wall-clock "
+            "seconds of training and validation (2 folds).\n\n" + HEADER + "\n".join(lines) + "\n")
+    if differences:
+        text += ("\nArm minus SDM off, paired by seed (points; positive = better than the "
+                 "baseline; last column: training time relative to the baseline's):\n\n"
+                 + HEADER.replace("| train s |", "| time |") + "\n".join(differences) + "\n")
+    return text
+
+
+def plot(found: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(d, loss) for d, loss, _ in found})
+    figure, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), squeeze=False)
+    for axis, (dataset, loss) in zip(axes[0], groups, strict=True):
+        base = found.get((dataset, loss, "off"), {})
+        arms = [a for a in ARMS if a != "off" and (dataset, loss, a) in found]
+        for offset, mode in ((-0.2, C.SEPARATED), (0.2, C.CONCATENATED)):
+            column = f"{mode}_{C.MAP_AT_R}"
+            means, stds, xs = [], [], []
+            for i, arm in enumerate(arms):
+                per_seed = found[(dataset, loss, arm)]
+                deltas = [per_seed[s][column] - base[s][column] for s in per_seed if s in base]
+                if deltas:
+                    xs.append(i + offset)
+                    means.append(statistics.fmean(deltas))
+                    stds.append(statistics.stdev(deltas) if len(deltas) > 1 else 0.0)
+            axis.bar(xs, means, 0.4, yerr=stds, capsize=3, label=f"{mode} MAP@R")
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_xticks(range(len(arms)), [ARM_LABELS[a] for a in arms], rotation=40,
+                        ha="right", fontsize=7)
+        axis.set_title(f"{dataset}, {loss}: arm − off")
+        axis.set_ylabel("points (paired by seed)")
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    records.save_figure(figure, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, nargs="+", default=list(range(1, len(PLAN) + 1)),
+                        help="which steps of the plan to run (1-based, in this order)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--dataset-root", type=Path, default=Path(C.DEFAULT_DATASET_ROOT))
+    parser.add_argument("--experiments-root", type=Path,
+                        default=Path("experiments/ablation_study"))
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--summary-only", action="store_true")
+    args = parser.parse_args()
+    if not args.summary_only:
+        for step in args.steps:
+            dataset, loss, arms = PLAN[step - 1]
+            for seed in args.seeds:
+                for arm in arms:
+                    run_one(dataset, loss, arm, seed, args)
+                write_summary(args)
+    write_summary(args)
+
+
+def write_summary(args: argparse.Namespace) -> None:
+    found = collect(args.experiments_root)
+    text = summary_table(found)
+    records.write_text(args.output / "ablation_study.md", text)
+    records.write_json(args.output / "ablation_study.json",
+                       {"|".join(key): value for key, value in found.items()})
+    if found:
+        plot(found, args.output / "ablation_study.png")
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()
