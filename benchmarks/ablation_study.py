@@ -48,8 +48,8 @@ TIMING_FILE = "study_seconds.json"
 # The plan in priority order: (dataset, loss, arms); every step runs all seeds.
 PLAN = [
     ("icons", "ms", ("off", "paper")),
-    ("icons", "ms", ("dropout_only", "mean", "masks_only")),
     ("glyphs", "ms", ("off", "paper", "dropout_only")),
+    ("icons", "ms", ("dropout_only", "mean", "masks_only")),
     ("icons", "contrast", ("off", "paper", "dropout_only", "mean", "masks_only")),
     ("icons", "ms", ("converged",)),
     ("icons", "contrast", ("converged",)),
