@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: test demo lint venv fonts clean-venv
+.PHONY: test demo lint venv fonts icons clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: $(STAMP)
 # Fonts for the glyph dataset: Debian packages when root, else whatever the machine has.
 fonts:
 	bash scripts/install_fonts.sh
+
+# The icon dataset: Debian icon themes when root, then `sdm data icons` (about 6 minutes).
+icons: $(STAMP)
+	bash scripts/install_icons.sh
+	$(VENV)/bin/sdm data icons
 
 demo: $(STAMP) fonts
 	$(VENV)/bin/sdm demo

@@ -19,6 +19,7 @@ import yaml
 from omegaconf import DictConfig
 
 from sdm.config import ConfigError, config_file, load_config
+from sdm.constants import CONFIG_FILE
 
 SWITCHES = ("merge_argparse_when_resuming", "evaluate", "evaluate_ensemble")
 VALUED = ("reproduce_results", "experiment_name", "split_manager~SWAP~1", "config_dataset",
@@ -62,7 +63,7 @@ def _yaml(flag: str, text: str | None) -> Any:
 
 def _config_file(reference: str) -> str:
     path = Path(reference)
-    candidates = [path, path.with_suffix(".yaml"), path / "config.yaml"]
+    candidates = [path, path.with_suffix(".yaml"), path / CONFIG_FILE]
     for candidate in candidates:
         if candidate.is_file():
             return str(candidate)
