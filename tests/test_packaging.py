@@ -49,8 +49,7 @@ def test_an_installed_package_runs_the_demo_command_and_finds_its_configs(wheel,
     loaded = subprocess.run([sys.executable, "-c", check], cwd=elsewhere, env=env,
                             capture_output=True, text=True, timeout=120)
     assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.split() == ["glyphs_contrast", "glyphs_contrast_sdm_t1",
-                                     "multi_similarity"]
+    assert loaded.stdout.split() == ["demo_ms", "demo_ms_sdm", "multi_similarity"]
 
 
 def test_faiss_is_an_optional_extra(wheel):

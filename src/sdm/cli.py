@@ -15,7 +15,7 @@ Sensitivity-aware Distance Measurement (SDM) for deep metric learning, under the
 Metric Learning Reality Check protocol (4 class-disjoint folds, test on unseen classes).
 
 examples:
-  sdm demo                                    baseline vs SDM on the glyph dataset (CPU)
+  sdm demo                                    baseline vs SDM, pretrained trunk, glyphs (CPU)
   sdm train exp_configs/cub_ms.yaml           the paper's CUB multi-similarity + SDM
   sdm train exp_configs/cub_ms.yaml training.seed=1 name=cub_ms_seed1
   sdm evaluate exp_configs/cub_ms.yaml        separated (128-d) and concatenated (512-d)
@@ -115,7 +115,7 @@ def _demo(args: argparse.Namespace) -> int:
     from sdm.demo import run_demo
 
     run_demo(dataset_root=args.dataset_root, experiments_root=args.experiments_root,
-             quick=args.quick)
+             quick=args.quick, dataset=args.dataset)
     return 0
 
 
@@ -158,10 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also draw test queries and their top-5 neighbours per experiment")
     report.set_defaults(func=_report)
 
-    demo = commands.add_parser("demo", help="baseline vs SDM on the embedded glyph dataset")
+    demo = commands.add_parser(
+        "demo", help="baseline vs SDM with a pretrained trunk on an embedded dataset (~6 min)")
     demo.add_argument("--dataset-root", default="data")
     demo.add_argument("--experiments-root", default="experiments/demo")
     demo.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
+    demo.add_argument("--dataset", choices=["glyphs", "icons"], default="glyphs",
+                      help="the glyph set (default; built from Debian fonts) or the icon set "
+                           "(built from Debian icon themes: bash scripts/install_icons.sh)")
     demo.set_defaults(func=_demo)
 
     register_data(commands)
