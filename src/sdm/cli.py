@@ -20,6 +20,7 @@ examples:
   sdm train exp_configs/cub_ms.yaml training.seed=1 name=cub_ms_seed1
   sdm evaluate exp_configs/cub_ms.yaml        separated (128-d) and concatenated (512-d)
   sdm report experiments/cub_ms experiments/cub_ms_baseline
+  sdm tune exp_configs/glyphs/ms.yaml --space ms_sdm --trials 20
   sdm data check cub200 --dataset-root data   what is on disk, and the split sizes
 """
 
@@ -111,6 +112,29 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from sdm.tune.study import TuneRequest, run_tune
+
+    files, overrides = _split_configs(args.config)
+    request = TuneRequest(
+        config_files=files, overrides=overrides, spaces=args.space, trials=args.trials,
+        workers=args.workers, storage=args.storage, study_name=args.study_name,
+        prune=args.prune, sampler=args.sampler, seed=args.seed,
+        heartbeat_seconds=args.heartbeat)
+    try:
+        summary = run_tune(request)
+    except KeyboardInterrupt:
+        print("sdm tune: stopped; the finished trials are kept; rerun the same command to "
+              "continue", file=sys.stderr)
+        return 130
+    print(f"study {summary['study']}: {summary['finished_trials']} finished trials")
+    if "best_trial" in summary:
+        print(f"best trial {summary['best_trial']}: mean best validation MAP@R "
+              f"{100 * summary['best_value']:.2f}, parameters {summary['best_params']}")
+        print(f"best config: {summary['best_config']}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from sdm.demo import run_demo
 
@@ -157,6 +181,26 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--retrieval-picture", action="store_true",
                         help="also draw test queries and their top-5 neighbours per experiment")
     report.set_defaults(func=_report)
+
+    tune = commands.add_parser(
+        "tune", help="hyperparameter search with Optuna (objective: mean best validation MAP@R)")
+    _add_config_arguments(tune)
+    tune.add_argument("--space", action="append", required=True, metavar="SPACE.yaml",
+                      help="search space: config keys -> {low, high[, log]} or {choices}; a "
+                           "packaged name such as ms_sdm also works; repeat to combine")
+    tune.add_argument("--trials", type=int, required=True,
+                      help="finished trials the study should have (a rerun adds what is missing)")
+    tune.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    tune.add_argument("--storage", help="Optuna storage URL (default: SQLite file in the study "
+                                        "folder; postgresql://... for several machines)")
+    tune.add_argument("--study-name", help="default: <config name>_tune")
+    tune.add_argument("--prune", action="store_true",
+                      help="stop hopeless trials early (median pruner on validation MAP@R)")
+    tune.add_argument("--sampler", choices=["tpe", "gp"], default="tpe")
+    tune.add_argument("--seed", type=int, default=0, help="sampler seed (worker k: seed + k)")
+    tune.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+                      help="trial heartbeat; a trial silent for twice this is failed and retried")
+    tune.set_defaults(func=_tune)
 
     demo = commands.add_parser(
         "demo", help="baseline vs SDM with a pretrained trunk on an embedded dataset (~6 min)")

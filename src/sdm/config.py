@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
@@ -301,6 +302,12 @@ def _check_parameter_names(key: str, params: Any, owner: str, accepted: tuple[st
         raise ConfigError(
             f"{key}: '{owner}' does not take {', '.join(unknown)}; valid keys here: "
             f"{', '.join(accepted) or '(none)'}")
+
+
+def override(key: str, value: Any) -> str:
+    """``key=value`` with the value written as YAML (flow style), ready for ``load_config``."""
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    return f"{key}={text.removesuffix('...').strip()}"
 
 
 def to_yaml(config: DictConfig) -> str:

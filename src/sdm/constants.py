@@ -106,3 +106,12 @@ SEPARATED = "separated"  # each fold model alone (128-d in the paper), mean over
 CONCATENATED = "concatenated"  # the fold models' normalized embeddings joined (512-d)
 EVAL_MODES = (SEPARATED, CONCATENATED)
 TABLE_ORDER = (CONCATENATED, SEPARATED)  # the paper's column order
+
+# --- tuning studies (sdm.tune) ---
+# Inside <experiments_root>/<study>/:
+STUDY_FILE = "study.json"  # what was asked and the best trial
+STUDY_DATABASE = "study.db"  # the default (SQLite) Optuna storage
+TRIAL_FOLDER = "trial_{number}"  # each trial is an experiment folder
+TRIALS_CSV = "trials.csv"
+BEST_CONFIG = "best.yaml"
+PRUNED_FILE = "pruned.json"  # in a pruned trial's folder: where it was stopped

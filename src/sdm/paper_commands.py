@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig
 
-from sdm.config import ConfigError, config_file, load_config
+from sdm.config import ConfigError, config_file, load_config, override
 from sdm.constants import CONFIG_FILE
 
 SWITCHES = ("merge_argparse_when_resuming", "evaluate", "evaluate_ensemble")
@@ -125,12 +125,8 @@ def translate(argv: Sequence[str]) -> PaperCommand:
             extra[flag] = value
     if not command.config_files:
         raise ConfigError("--reproduce_results exp_configs/<name> is required")
-    command.overrides = [f"{key}={_dump(value)}" for key, value in extra.items()]
+    command.overrides = [override(key, value) for key, value in extra.items()]
     return command
-
-
-def _dump(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
 
 
 def load_paper_config(command: PaperCommand) -> DictConfig:

@@ -60,14 +60,26 @@ def paper_method(config: Any) -> str | None:
 
 
 class Experiment:
-    """A finished experiment folder: its config, test results and validation curves."""
+    """A finished experiment folder: its config, test results and validation curves.
+
+    A tuning study's folder (``sdm tune``) stands for its best trial.
+    """
 
     def __init__(self, folder: str | Path):
         saved = ExperimentFolder(folder)
+        study = saved.path / C.STUDY_FILE
+        if study.is_file():
+            summary = records.read_json(study)
+            if "best_folder" not in summary:
+                raise FileNotFoundError(f"study {saved.path} has no completed trial yet")
+            saved = ExperimentFolder(saved.path / summary["best_folder"])
         self.folder = saved.path
         self.results = saved.results()
         self.config = saved.config
         self.name = str(self.config.name)
+        if study.is_file():
+            self.name = (f"{summary['study']} (tuned: best of {summary['finished_trials']} "
+                         f"trials, {summary['best_folder']})")
         self.curves = saved.curves
 
 

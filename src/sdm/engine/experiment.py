@@ -14,6 +14,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +115,13 @@ def _accept_config(experiment: ExperimentFolder, config: DictConfig, allowed: bo
     records.write_json(log_path, log)
 
 
-def run_experiment(config: DictConfig, allow_config_change: bool = False) -> list[dict[str, Any]]:
+def run_experiment(
+    config: DictConfig, allow_config_change: bool = False,
+    on_validation: Callable[[int, int, float], None] | None = None,
+) -> list[dict[str, Any]]:
     """Checks the whole experiment, then trains every fold in ``config.training.folds``;
-    returns their summaries."""
+    returns their summaries. ``on_validation(fold, epoch, val MAP@R)`` is called after each
+    validation (see ``FoldTrainer``)."""
     from sdm.engine import build, preflight
     from sdm.engine.fold import FoldTrainer
 
@@ -124,5 +129,13 @@ def run_experiment(config: DictConfig, allow_config_change: bool = False) -> lis
     for message in preflight.check_experiment(config, dataset, splits):
         warnings.warn(message, stacklevel=2)
     folder = prepare_experiment_folder(config, allow_config_change)
-    return [FoldTrainer(config, fold, folder, dataset, splits).run()
+    return [FoldTrainer(config, fold, folder, dataset, splits,
+                        _for_fold(on_validation, fold)).run()
             for fold in config.training.folds]
+
+
+def _for_fold(callback: Callable[[int, int, float], None] | None,
+              fold: int) -> Callable[[int, float], None] | None:
+    if callback is None:
+        return None
+    return lambda epoch, score: callback(fold, epoch, score)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,18 @@ class FoldState:
 
 
 class FoldTrainer:
-    """Trains one fold of an experiment in ``<experiment_dir>/fold_<k>/``."""
+    """Trains one fold of an experiment in ``<experiment_dir>/fold_<k>/``.
+
+    ``on_validation(epoch, val MAP@R)``, when given, is called after each validation from
+    epoch 0 on, once the epoch's records are written; an exception it raises stops the fold
+    (a tuner prunes a trial this way).
+    """
 
     def __init__(self, config: DictConfig, fold: int, experiment_dir: str | Path,
-                 dataset: ImageDataset, splits: Splits):
+                 dataset: ImageDataset, splits: Splits,
+                 on_validation: Callable[[int, float], None] | None = None):
         self.config = config
+        self.on_validation = on_validation
         self.fold = fold
         self.folder = records.fold_folder(experiment_dir, fold)
         self.device = build.resolve_device(config.training.device)
@@ -132,6 +140,13 @@ class FoldTrainer:
             self.state.best_score, self.state.best_epoch = score, epoch
             records.save_checkpoint(self.folder / C.BEST_CHECKPOINT, self._models_state())
 
+    def _validated(self, epoch: int, score: float) -> None:
+        """Keeps the best checkpoint and the latest state, then tells ``on_validation``."""
+        self._record_if_best(epoch, score)
+        self._save_latest()
+        if self.on_validation is not None:
+            self.on_validation(epoch, score)
+
     # ----- training ----------------------------------------------------------------------
 
     def train_one_epoch(self, epoch: int) -> float:
@@ -172,8 +187,7 @@ class FoldTrainer:
                 score = self._validate(0)
                 records.save_checkpoint(self.folder / C.PRETRAINED_CHECKPOINT,
                                         self._models_state())
-                self._record_if_best(0, score)
-                self._save_latest()
+                self._validated(0, score)
             self._train_epochs()
         summary = {"fold": self.fold, "best_epoch": self.state.best_epoch,
                    "best_val_map_at_r": self.state.best_score, "last_epoch": self.state.epoch,
@@ -190,7 +204,6 @@ class FoldTrainer:
             self.writer.add_scalar("train/epoch_loss", mean_loss, epoch)
             is_last = epoch == training.max_epochs
             if epoch % training.save_interval == 0 or is_last:
-                self._record_if_best(epoch, self._validate(epoch))
-                self._save_latest()
+                self._validated(epoch, self._validate(epoch))
                 if epoch - self.state.best_epoch > training.patience:
                     break

@@ -1,0 +1,1 @@
+"""Hyperparameter search (``sdm tune``): search spaces and Optuna studies of experiments."""

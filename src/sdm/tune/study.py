@@ -1,0 +1,273 @@
+"""``sdm tune``: hyperparameter search over an experiment config, with Optuna.
+
+The objective is MLRC's: the mean over the configured folds of each fold's best validation
+MAP@R. Every trial is an ordinary experiment folder ``<experiments_root>/<study>/trial_<n>/``
+(trial numbers come from the storage, so two workers never share a folder). The study lives in
+an Optuna storage: an SQLite file in the study folder by default, or any URL Optuna takes
+(``postgresql://...`` for several machines). Trials keep a heartbeat; one whose process died
+(SIGKILL, power loss) is marked failed once its heartbeat is older than the grace period, and
+is retried once with the same parameters (``RetryFailedTrialCallback``); completed trials are
+never run again. ``trials`` is the number of finished (complete or pruned) trials the study
+should reach: a rerun runs only what is missing.
+
+After the search the study folder holds ``best.yaml`` (the best trial's complete config, named
+``<study>_best``, ready for ``sdm train``), ``trials.csv``, plots, and the best trial is
+evaluated on the test classes (never used for selection) so that ``sdm report`` can show it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import statistics
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.trial import TrialState
+
+from sdm import constants as C
+from sdm import records
+from sdm.config import ConfigError, load_config, override, to_yaml
+from sdm.tune.space import load_space
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SAMPLERS = ("tpe", "gp")
+
+
+@dataclass
+class TuneRequest:
+    """What ``sdm tune`` was asked: the experiment, the space and how to search it."""
+
+    config_files: list[str]
+    overrides: list[str]
+    spaces: list[str]
+    trials: int
+    workers: int = 1
+    storage: str | None = None
+    study_name: str | None = None
+    prune: bool = False
+    sampler: str = "tpe"
+    seed: int = 0
+    heartbeat_seconds: int = 60
+
+
+def study_folder(request: TuneRequest) -> tuple[str, Path]:
+    """(study name, ``<experiments_root>/<study name>``) of a request."""
+    base = load_config(request.config_files, request.overrides)
+    name = request.study_name or f"{base.name}_tune"
+    return name, Path(base.experiments_root) / name
+
+
+def storage_url(request: TuneRequest, folder: Path) -> str:
+    """The request's storage URL, or the SQLite file in the study folder."""
+    return request.storage or f"sqlite:///{(folder / C.STUDY_DATABASE).resolve()}"
+
+
+def open_storage(url: str, heartbeat_seconds: int) -> RDBStorage:
+    """Optuna's RDB storage with trial heartbeats and one retry of a trial that died."""
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_seconds,
+                      grace_period=2 * heartbeat_seconds,
+                      failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+
+
+def run_tune(request: TuneRequest) -> dict[str, Any]:
+    """Validates everything, runs the missing trials on ``request.workers`` processes, then
+    writes the study's results; returns the study's summary (also in ``study.json``)."""
+    if request.trials < 1 or request.workers < 1:
+        raise ValueError("--trials and --workers must be at least 1")
+    if request.sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {request.sampler!r}; expected one of {SAMPLERS}")
+    space = load_space(request.spaces, request.config_files, request.overrides)
+    tuned_sdm = [key for key in space if key.startswith("sdm.") and key != "sdm.enabled"]
+    if tuned_sdm and not load_config(request.config_files, request.overrides).sdm.enabled:
+        raise ConfigError(f"the space tunes {', '.join(tuned_sdm)} but the config has SDM off; "
+                          "add sdm.enabled=true (or use the space without SDM)")
+    name, folder = study_folder(request)
+    folder.mkdir(parents=True, exist_ok=True)
+    url = storage_url(request, folder)
+    study = _load_study(request, name, url, worker=0)
+    optuna.storages.fail_stale_trials(study)
+    missing = request.trials - len(study.get_trials(deepcopy=False, states=FINISHED))
+    shares = [missing // request.workers + (i < missing % request.workers)
+              for i in range(request.workers)]
+    if missing > 0 and request.workers == 1:
+        run_worker(request, name, url, 0, shares[0])
+    elif missing > 0:
+        _run_workers(request, name, url, shares)
+    return write_study_results(request, name, folder, _load_study(request, name, url, 0))
+
+
+def run_worker(request: TuneRequest, name: str, url: str, worker: int, trials: int) -> None:
+    """One worker: ``trials`` trials of the study (its sampler seeded by seed + worker)."""
+    if trials <= 0:
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _load_study(request, name, url, worker)
+    space = load_space(request.spaces, request.config_files, request.overrides)
+    _, folder = study_folder(request)
+    study.optimize(lambda trial: _objective(trial, request, space, folder), n_trials=trials,
+                   gc_after_trial=True)
+
+
+def _run_workers(request: TuneRequest, name: str, url: str, shares: list[int]) -> None:
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=run_worker, args=(request, name, url, i, share),
+                                 name=f"sdm-tune-worker-{i}")
+                 for i, share in enumerate(shares) if share > 0]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.join(timeout=60)
+        raise
+    failed = [p.name for p in processes if p.exitcode != 0]
+    if failed:
+        print(f"sdm tune: workers {', '.join(failed)} stopped early; rerun the same command to "
+              "finish the study", file=sys.stderr)
+
+
+def _load_study(request: TuneRequest, name: str, url: str, worker: int) -> optuna.Study:
+    sampler: optuna.samplers.BaseSampler
+    if request.sampler == "gp":
+        sampler = optuna.samplers.GPSampler(seed=request.seed + worker)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=request.seed + worker)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+              if request.prune else optuna.pruners.NopPruner())
+    storage = open_storage(url, request.heartbeat_seconds)
+    return optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                               sampler=sampler, pruner=pruner, load_if_exists=True)
+
+
+def suggest(trial: optuna.Trial, key: str, dist: BaseDistribution) -> Any:
+    """A value of ``dist`` for config key ``key`` from the trial."""
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(key, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(key, dist.low, dist.high, log=dist.log)
+    assert isinstance(dist, FloatDistribution)
+    return trial.suggest_float(key, dist.low, dist.high, log=dist.log)
+
+
+def trial_config(request: TuneRequest, folder: Path, number: int,
+                 params: dict[str, Any]) -> DictConfig:
+    """The experiment config of trial ``number`` with ``params`` (config key -> value)."""
+    return load_config(request.config_files, [
+        *request.overrides, *(override(key, value) for key, value in params.items()),
+        f"name={C.TRIAL_FOLDER.format(number=number)}", f"experiments_root={folder}"])
+
+
+def _objective(trial: optuna.Trial, request: TuneRequest, space: dict[str, BaseDistribution],
+               folder: Path) -> float:
+    from sdm.engine.experiment import run_experiment
+
+    params = {key: suggest(trial, key, dist) for key, dist in space.items()}
+    config = trial_config(request, folder, trial.number, params)
+    fold_order = list(config.training.folds)
+
+    def report(fold: int, epoch: int, score: float) -> None:
+        trial.report(score, fold_order.index(fold) * (config.training.max_epochs + 1) + epoch)
+        if request.prune and trial.should_prune():
+            records.write_json(folder / config.name / C.PRUNED_FILE,
+                               {"fold": fold, "epoch": epoch, "val_map_at_r": score})
+            raise optuna.TrialPruned(f"pruned at fold {fold}, epoch {epoch}")
+
+    summaries = run_experiment(config, on_validation=report)
+    return statistics.fmean(summary["best_val_map_at_r"] for summary in summaries)
+
+
+# ----- after the search --------------------------------------------------------------------
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per trial: number, state, value, seconds, and each parameter."""
+    keys = sorted({key for trial in study.trials for key in trial.params})
+    rows = []
+    for trial in study.trials:
+        seconds = None
+        if trial.datetime_start and trial.datetime_complete:
+            seconds = round((trial.datetime_complete - trial.datetime_start).total_seconds(), 1)
+        rows.append({"number": trial.number, "state": trial.state.name, "value": trial.value,
+                     "seconds": seconds, **{key: trial.params.get(key) for key in keys}})
+    return rows
+
+
+def write_study_results(request: TuneRequest, name: str, folder: Path,
+                        study: optuna.Study) -> dict[str, Any]:
+    """``trials.csv``, ``study.json``, and with a completed trial ``best.yaml``, the plots and
+    the best trial's test results."""
+    records.write_csv(folder / C.TRIALS_CSV, trial_rows(study))
+    summary: dict[str, Any] = {"study": name, "request": asdict(request),
+                               "finished_trials": len(study.get_trials(states=FINISHED))}
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if completed:
+        best = study.best_trial
+        best_config = _write_best_config(request, name, folder, best)
+        summary.update(best_trial=best.number, best_value=best.value,
+                       best_folder=C.TRIAL_FOLDER.format(number=best.number),
+                       best_params=best.params, best_config=str(best_config))
+        _evaluate_best_trial(folder / C.TRIAL_FOLDER.format(number=best.number))
+        _write_plots(study, folder)
+    records.write_json(folder / C.STUDY_FILE, summary)
+    return summary
+
+
+def _write_best_config(request: TuneRequest, name: str, folder: Path,
+                       best: optuna.trial.FrozenTrial) -> Path:
+    base = load_config(request.config_files, request.overrides)
+    config = trial_config(request, folder, best.number, best.params)
+    config.name, config.experiments_root = f"{name}_best", base.experiments_root
+    header = (f"# The best trial ({best.number}) of study {name}: mean best validation MAP@R "
+              f"{best.value:.4f} over folds {list(config.training.folds)}.\n")
+    path = folder / C.BEST_CONFIG
+    records.write_text(path, header + to_yaml(config))
+    return path
+
+
+def _evaluate_best_trial(trial_folder: Path) -> None:
+    from sdm.engine.build import load_experiment_dataset
+    from sdm.engine.evaluate import evaluate_experiment
+    from sdm.engine.experiment import ExperimentFolder
+    from sdm.results import write_results
+
+    config = ExperimentFolder(trial_folder).config
+    dataset, splits = load_experiment_dataset(config)
+    write_results(trial_folder / C.RESULTS_FOLDER,
+                  evaluate_experiment(config, trial_folder, dataset, splits, pretrained=False))
+
+
+def _write_plots(study: optuna.Study, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.importance import PedAnovaImportanceEvaluator
+    from optuna.visualization import matplotlib as plots
+
+    drawings = {
+        "optimization_history.png": lambda: plots.plot_optimization_history(study),
+        "parallel_coordinates.png": lambda: plots.plot_parallel_coordinate(study),
+        "parameter_importances.png": lambda: plots.plot_param_importances(
+            study, evaluator=PedAnovaImportanceEvaluator()),
+    }
+    for file, draw in drawings.items():
+        try:
+            axes = draw()
+        except (ValueError, RuntimeError) as error:  # e.g. too few trials for importances
+            print(f"sdm tune: no {file}: {error}", file=sys.stderr)
+            continue
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        records.save_figure(figure, folder / file)
