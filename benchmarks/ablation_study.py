@@ -4,7 +4,7 @@ EfficientNet-Lite0 with its ImageNet weights at 64 px on the icon dataset (and, 
 trunk's role from the data's, on the glyph dataset), each ablation arm changing one thing
 against SDM's paper setting (exp_configs/ablation/): (a) off, (b) paper, (c) trunk dropout
 only, (d) mean over copies (alpha 0), (e) embedding masks only, (f) T = 2 and 4, (g) the
-baseline given SDM's compute (8x the epochs, validation-based early stopping).
+baseline given at least SDM's compute (16x the epochs, validation-based early stopping).
 
 The MLRC protocol, shortened to fit a 2-core CPU: folds 0 and 1 of the 4 (so "separated" is
 the mean of 2 fold models and "concatenated" joins 2 x 128 = 256 dimensions), 4 epochs of 50
@@ -40,7 +40,7 @@ SEEDS = (0, 1, 2)
 ARMS = ("off", "paper", "dropout_only", "mean", "masks_only", "t2", "t4", "converged")
 ARM_LABELS = {"off": "(a) off", "paper": "(b) paper", "dropout_only": "(c) trunk dropout only",
               "mean": "(d) mean, alpha 0", "masks_only": "(e) masks only, T=1",
-              "t2": "(f) T=2", "t4": "(f) T=4", "converged": "(g) off, compute-matched"}
+              "t2": "(f) T=2", "t4": "(f) T=4", "converged": "(g) off, 16x epochs, early stop"}
 DATASETS = {"icons": [], "glyphs": [PACKAGED_CONFIGS / "glyphs_pretrained.yaml"]}
 SHORTENED = ["training.folds=[0,1]"]
 TIMING_FILE = "study_seconds.json"

@@ -69,7 +69,7 @@ ABLATION_ARMS = {  # arm -> its only differences from the paper setting
     "masks_only": {"sdm.passes": (8, 1), "sdm.feature_dropout": (0.1, 0.0)},
     "t2": {"sdm.passes": (8, 2)},
     "t4": {"sdm.passes": (8, 4)},
-    "converged": {"sdm.enabled": (True, False), "training.max_epochs": (4, 32),
+    "converged": {"sdm.enabled": (True, False), "training.max_epochs": (4, 64),
                   "training.patience": (4, 8)},
 }
 

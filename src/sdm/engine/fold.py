@@ -156,7 +156,7 @@ class FoldTrainer:
         loader = DataLoader(self.train_set, batch_size=training.batch_size, sampler=self.sampler,
                             num_workers=training.num_workers, drop_last=True)
         total, steps = 0.0, 0
-        bar = tqdm(loader, desc=f"fold {self.fold} epoch {epoch}", leave=False,
+        bar = tqdm(loader, desc=f"fold {self.fold} epoch {epoch}", leave=False, disable=None,
                    total=len(loader), dynamic_ncols=True)
         for images, labels in bar:
             images = images.to(self.device, non_blocking=True)
