@@ -16,9 +16,11 @@ held-out half of the classes. Seeds 0, 1, 2. Nothing is tuned on the test classe
     python benchmarks/ablation_study.py --summary-only     # tables and plot from what exists
 
 Resumable and appendable: each run is one experiment folder under ``--experiments-root``;
-finished runs are skipped, interrupted ones resume. Each run's wall-clock seconds are summed
-over invocations in its ``study_seconds.json``. Writes ``ablation_study.{md,json,png}`` into
-``--output``.
+interrupted runs resume from it. A finished run's numbers go into the ledger
+``<output>/ablation_study.json`` (committed with the repository), and a run in the ledger is
+never run again, so a later session on a fresh checkout continues where the last one stopped.
+Each run's wall-clock seconds are summed over invocations in its ``study_seconds.json``.
+Writes ``ablation_study.{md,png}`` from the ledger.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ ARM_LABELS = {"off": "(a) off", "paper": "(b) paper", "dropout_only": "(c) trunk
 DATASETS = {"icons": [], "glyphs": [PACKAGED_CONFIGS / "glyphs_pretrained.yaml"]}
 SHORTENED = ["training.folds=[0,1]"]
 TIMING_FILE = "study_seconds.json"
+LEDGER = "ablation_study.json"
 
 # The plan in priority order: (dataset, loss, arms); every step runs all seeds.
 PLAN = [
@@ -74,9 +77,14 @@ def experiment_config(dataset: str, loss: str, arm: str, seed: int, args: argpar
 
 
 def run_one(dataset: str, loss: str, arm: str, seed: int, args: argparse.Namespace) -> None:
+    """Trains, tests and records one run unless the ledger has it."""
+    ledger = read_ledger(args.output)
+    if run_name(dataset, loss, arm, seed) in ledger:
+        return
     config = experiment_config(dataset, loss, arm, seed, args)
     folder = experiment_folder(config)
     if results_file(folder / C.RESULTS_FOLDER, ".json").is_file():
+        record(args.output, dataset, loss, arm, seed, folder)
         return
     start = time.time()
     try:
@@ -89,7 +97,22 @@ def run_one(dataset: str, loss: str, arm: str, seed: int, args: argparse.Namespa
     data, splits = load_experiment_dataset(config)
     write_results(folder / C.RESULTS_FOLDER,
                   evaluate_experiment(config, folder, data, splits, pretrained=False))
+    record(args.output, dataset, loss, arm, seed, folder)
     print(f"{config.name}: {time.time() - start:.0f} s", flush=True)
+
+
+def read_ledger(output: Path) -> dict[str, dict]:
+    """``{run name: {dataset, loss, arm, seed, scores}}`` of every finished run."""
+    path = output / LEDGER
+    return records.read_json(path) if path.is_file() else {}
+
+
+def record(output: Path, dataset: str, loss: str, arm: str, seed: int, folder: Path) -> None:
+    """Adds a tested run's numbers to the ledger (atomically)."""
+    ledger = read_ledger(output)
+    ledger[run_name(dataset, loss, arm, seed)] = {
+        "dataset": dataset, "loss": loss, "arm": arm, "seed": seed, "scores": scores(folder)}
+    records.write_json(output / LEDGER, ledger)
 
 
 def scores(folder: Path) -> dict[str, float]:
@@ -102,15 +125,16 @@ def scores(folder: Path) -> dict[str, float]:
     return found
 
 
-def collect(root: Path) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
-    """{(dataset, loss, arm): {seed: scores}} of every finished run of the plan."""
+def collect(output: Path) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
+    """{(dataset, loss, arm): {seed: scores}} of the ledger, in the plan's order."""
+    ledger = read_ledger(output)
     found: dict = {}
     for dataset, loss, arms in PLAN:
         for arm in arms:
             for seed in SEEDS:
-                folder = root / run_name(dataset, loss, arm, seed)
-                if results_file(folder / C.RESULTS_FOLDER, ".json").is_file():
-                    found.setdefault((dataset, loss, arm), {})[seed] = scores(folder)
+                entry = ledger.get(run_name(dataset, loss, arm, seed))
+                if entry is not None:
+                    found.setdefault((dataset, loss, arm), {})[seed] = entry["scores"]
     return found
 
 
@@ -203,11 +227,9 @@ def main() -> None:
 
 
 def write_summary(args: argparse.Namespace) -> None:
-    found = collect(args.experiments_root)
+    found = collect(args.output)
     text = summary_table(found)
     records.write_text(args.output / "ablation_study.md", text)
-    records.write_json(args.output / "ablation_study.json",
-                       {"|".join(key): value for key, value in found.items()})
     if found:
         plot(found, args.output / "ablation_study.png")
     print(text, flush=True)
