@@ -150,7 +150,7 @@ def describe_machine() -> str:
         import faiss
     except ImportError:
         sys.exit("this benchmark compares with pytorch-metric-learning's faiss kNN: "
-                 "pip install -e '.[faiss]' first")
+                 "pip install -e '.[search]' first")
     import pytorch_metric_learning
     import torch
 

@@ -52,11 +52,13 @@ def test_an_installed_package_runs_the_demo_command_and_finds_its_configs(wheel,
     assert loaded.stdout.split() == ["demo_ms", "demo_ms_sdm", "multi_similarity"]
 
 
-def test_faiss_is_an_optional_extra(wheel):
+def test_faiss_and_onnx_are_optional_extras(wheel):
     with zipfile.ZipFile(wheel) as archive:
         [metadata] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         requirements = [line for line in archive.read(metadata).decode().splitlines()
                         if line.startswith("Requires-Dist:")]
-    faiss = [line for line in requirements if "faiss" in line]
-    assert faiss and all('extra == "faiss"' in line for line in faiss)
+    for package, extra in (("faiss", "search"), ("onnx", "export")):
+        lines = [line for line in requirements if line.startswith(f"Requires-Dist: {package}")]
+        assert lines and all('extra == "' in line for line in lines), package
+        assert any(f'extra == "{extra}"' in line for line in lines), package
     assert any(line.startswith("Requires-Dist: torch==") for line in requirements)

@@ -2,7 +2,7 @@
 
 The public face is small and stable::
 
-    from sdm import SDMLoss, retrieval_metrics, mlrc_splits
+    from sdm import SDMLoss, retrieval_metrics, mlrc_splits, load_model, embed
 
 Names are imported lazily so that ``import sdm`` stays cheap.
 """
@@ -10,7 +10,8 @@ Names are imported lazily so that ``import sdm`` stays cheap.
 from importlib import import_module
 from typing import Any
 
-__all__ = ["SDMLoss", "retrieval_metrics", "mlrc_splits", "sensitivity_matrix"]
+__all__ = ["SDMLoss", "retrieval_metrics", "mlrc_splits", "sensitivity_matrix", "load_model",
+           "embed"]
 __version__ = "0.1.0"
 
 _PUBLIC = {
@@ -18,6 +19,8 @@ _PUBLIC = {
     "sensitivity_matrix": "sdm.sdm_loss",
     "retrieval_metrics": "sdm.metrics",
     "mlrc_splits": "sdm.data.splits",
+    "load_model": "sdm.inference.loading",
+    "embed": "sdm.inference.embedding",
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``sdm`` command: train, evaluate, demo, report, data."""
+"""The ``sdm`` command: train, evaluate, tune, report, demo, data, embed, index, search, export."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ examples:
   sdm report experiments/cub_ms experiments/cub_ms_baseline
   sdm tune exp_configs/glyphs/ms.yaml --space ms_sdm --trials 20
   sdm data check cub200 --dataset-root data   what is on disk, and the split sizes
+  sdm embed experiments/my_photos gallery_photos/ --out gallery   embeddings of a gallery
+  sdm index gallery && sdm search gallery query.jpg --k 10         nearest neighbours
+  sdm export experiments/my_photos --format onnx --out model.onnx  ship the model
 """
 
 
@@ -145,6 +148,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from sdm.data.commands import register as register_data
+    from sdm.inference.commands import register as register_inference
 
     parser = argparse.ArgumentParser(
         prog="sdm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     register_data(commands)
+    register_inference(commands)
     return parser
 
 

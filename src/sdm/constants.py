@@ -115,3 +115,11 @@ TRIAL_FOLDER = "trial_{number}"  # each trial is an experiment folder
 TRIALS_CSV = "trials.csv"
 BEST_CONFIG = "best.yaml"
 PRUNED_FILE = "pruned.json"  # in a pruned trial's folder: where it was stopped
+
+# --- galleries (sdm.inference: sdm embed / index / search) ---
+# Inside a gallery folder written by `sdm embed`:
+EMBEDDINGS_FILE = "embeddings.npy"  # float32 (N, D), unit rows
+ITEMS_FILE = "items.csv"  # row, path, label, class name
+GALLERY_FILE = "gallery.json"  # the model's identity, written last
+INDEX_FILE = "index.faiss"  # written by `sdm index`
+INDEX_INFO_FILE = "index.json"  # what the index was built from
