@@ -1,14 +1,17 @@
 """What SDM costs per training step, measured side by side on the same model and batch.
 
-Four settings, each timed with the engine's own ``train_step``:
+Settings, each timed with the engine's own ``train_step`` (the first four by default):
   baseline         the plain loss
   sdm_t1           SDM with one pass (embedding dropout masks only)
+  sdm_t2, sdm_t4   the paper's setting with 2 or 4 passes (batched), on request
   sdm_t8_seq       the paper's setting, 8 passes run one after another (as the paper's code)
   sdm_t8_batched   the same 8 passes as one forward of 8*B images
 
     python benchmarks/sdm_cost.py                       # small CNN on 32x32 glyph-sized input
     python benchmarks/sdm_cost.py --trunk bninception --batch 8 --steps 3
     python benchmarks/sdm_cost.py --trunk bninception --device cuda --amp --batch 32
+    python benchmarks/sdm_cost.py --trunk efficientnet_lite0 --side 64 --loss multi_similarity \
+        --settings baseline sdm_t1 sdm_t2 sdm_t4 sdm_t8_batched      # the ablation study's regime
 
 Prints seconds per step and the ratio to the baseline, and images/s (B per step).
 """
@@ -30,6 +33,8 @@ from sdm.models.trunks import build_trunk
 SETTINGS = {
     "baseline": {"enabled": False},
     "sdm_t1": {"enabled": True, "passes": 1, "feature_dropout": 0.0},
+    "sdm_t2": {"enabled": True, "passes": 2},
+    "sdm_t4": {"enabled": True, "passes": 4},
     "sdm_t8_seq": {"enabled": True, "passes": 8, "batched_passes": False},
     "sdm_t8_batched": {"enabled": True, "passes": 8, "batched_passes": True},
 }
@@ -67,7 +72,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     each setting per round) so that a change in machine load affects all settings alike."""
     settings = {name: Setting(args.trunk, SETTINGS[name], args) for name in args.settings}
     channels = 1 if build_trunk(args.trunk, pretrained=False).input_convention == "glyph" else 3
-    side = INPUT_SIDE[args.trunk]
+    side = args.side or INPUT_SIDE[args.trunk]
     images = torch.randn(args.batch, channels, side, side, device=args.device)
     labels = torch.arange(args.batch // 4, device=args.device).repeat_interleave(4)
     times: dict[str, list[float]] = {name: [] for name in settings}
@@ -85,13 +90,17 @@ def main() -> None:
     parser.add_argument("--trunk", default="small_cnn", choices=sorted(INPUT_SIDE))
     parser.add_argument("--loss", default="contrastive")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--side", type=int, help="input image side in pixels (default: the "
+                                                 "trunk's usual size)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS),
+                        default=["baseline", "sdm_t1", "sdm_t8_seq", "sdm_t8_batched"])
     args = parser.parse_args()
-    print(f"trunk {args.trunk}, loss {args.loss}, batch {args.batch}, device {args.device}, "
+    print(f"trunk {args.trunk}, side {args.side or INPUT_SIDE[args.trunk]} px, loss {args.loss}, "
+          f"batch {args.batch}, device {args.device}, "
           f"amp {args.amp}, torch threads {torch.get_num_threads()}, "
           f"median of {args.steps} interleaved rounds")
     print(f"{'setting':16} {'s/step':>9} {'vs baseline':>12} {'images/s':>9}")
