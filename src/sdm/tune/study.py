@@ -78,7 +78,7 @@ def open_storage(url: str, heartbeat_seconds: int) -> RDBStorage:
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_seconds,
                       grace_period=2 * heartbeat_seconds,
-                      failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+                      heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
 
 
 def run_tune(request: TuneRequest) -> dict[str, Any]:
