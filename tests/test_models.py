@@ -387,3 +387,9 @@ def test_resnet50_trunk_matches_torchvision_and_drops_fc(tmp_path):
 @pytest.mark.parametrize("name", TRUNK_NAMES)
 def test_input_convention_is_known_without_building_the_trunk(name):
     assert input_convention(name) == build_trunk(name, pretrained=False).input_convention
+
+
+def test_the_small_cnn_says_which_image_size_it_needs():
+    with pytest.raises(ValueError, match="at least 32x32 pixels, got 30x40; set transform.resize"):
+        SmallCNN()(torch.zeros(1, 1, 30, 40))
+    assert SmallCNN()(torch.zeros(2, 1, 32, 32)).shape == (2, 256)

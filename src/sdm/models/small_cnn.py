@@ -40,6 +40,12 @@ class SmallCNN(nn.Module):
         self.output_dim = widths[-1]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        smallest = 2 ** len(self.convs)
+        if min(images.shape[-2:]) < smallest:
+            raise ValueError(
+                f"the small CNN needs images of at least {smallest}x{smallest} pixels, got "
+                f"{images.shape[-2]}x{images.shape[-1]}; set transform.resize and "
+                f"transform.crop to {smallest} or more")
         x = images
         for index, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
             x = conv(x)
