@@ -44,11 +44,23 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> int:
     from sdm.engine.experiment import run_experiment
 
+    if args.devices is not None:
+        return _train_in_parallel(args)
     config = load_config(*_split_configs(args.config))
     for summary in run_experiment(config, allow_config_change=args.allow_config_change):
         print(f"fold {summary['fold']}: best epoch {summary['best_epoch']}, "
               f"val MAP@R {100 * summary['best_val_map_at_r']:.2f}")
     return 0
+
+
+def _train_in_parallel(args: argparse.Namespace) -> int:
+    """``sdm train --devices``: 1 when a fold failed (after the summary), else 0."""
+    from sdm.engine.parallel_folds import FAILED, parse_devices, run_folds_in_parallel
+
+    devices = parse_devices(args.devices)
+    config = load_config(*_split_configs(args.config))
+    results = run_folds_in_parallel(config, devices, args.allow_config_change)
+    return 1 if any(result["status"] == FAILED for result in results) else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -123,7 +135,7 @@ def _tune(args: argparse.Namespace) -> int:
         config_files=files, overrides=overrides, spaces=args.space, trials=args.trials,
         workers=args.workers, storage=args.storage, study_name=args.study_name,
         prune=args.prune, sampler=args.sampler, seed=args.seed,
-        heartbeat_seconds=args.heartbeat)
+        heartbeat_seconds=args.heartbeat, startup_trials=args.startup_trials)
     try:
         summary = run_tune(request)
     except KeyboardInterrupt:
@@ -159,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--allow-config-change", action="store_true",
                        help="resume even though the config differs from the saved one "
                             "(the difference is recorded)")
+    train.add_argument("--devices", metavar="DEVICE,DEVICE,...",
+                       help="train the folds at once, one process per device (cpu, cuda, "
+                            "cuda:N, mps; e.g. cuda:0,cuda:1,cuda:2,cuda:3 or cpu,cpu); a device "
+                            "takes the next fold when its fold ends; output of fold k in "
+                            "fold_<k>/train.log; exit status 1 when a fold failed")
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("evaluate", help="test-set results of a trained experiment")
@@ -202,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop hopeless trials early (median pruner on validation MAP@R)")
     tune.add_argument("--sampler", choices=["tpe", "gp"], default="tpe")
     tune.add_argument("--seed", type=int, default=0, help="sampler seed (worker k: seed + k)")
+    tune.add_argument("--startup-trials", type=int, default=10, metavar="N",
+                      help="random trials before the sampler models the results (Optuna's "
+                           "n_startup_trials; default 10)")
     tune.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
                       help="trial heartbeat; a trial silent for twice this is failed and retried")
     tune.set_defaults(func=_tune)

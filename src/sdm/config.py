@@ -68,7 +68,12 @@ class SDMConfig:
     """SDM on/off and its perturbation settings (the paper's values by default).
 
     ``alpha`` multiplies the distances inside the softmax over copies: an inverse
-    temperature (larger = closer to the hard max/min over copies).
+    temperature (larger = closer to the hard max/min over copies). ``batched_passes`` true
+    runs the T passes as one forward of T*B images, false one after another (the same in
+    distribution, other random draws); unset (null), batched on CUDA, where one big batch
+    fills the GPU, and one after another elsewhere, where a T*B batch can cost well over T
+    batches (benchmarks/results/sdm_cost_cpu.txt). ``shared_stem`` runs the trunk's layers
+    before its feature dropout once for all T passes (same numbers up to float rounding).
     """
 
     enabled: bool = False
@@ -77,7 +82,8 @@ class SDMConfig:
     embedding_dropout: float = C.SDM_EMBEDDING_DROPOUT
     feature_dropout: float = C.SDM_FEATURE_DROPOUT
     alpha: float = C.SDM_ALPHA
-    batched_passes: bool = True
+    batched_passes: bool | None = None
+    shared_stem: bool = True
 
 
 @dataclass
@@ -94,7 +100,12 @@ class OptimizerConfig:
 
 @dataclass
 class TrainingConfig:
-    """The MLRC loop: sampling, epochs, validation cadence, early stopping, hardware."""
+    """The MLRC loop: sampling, epochs, validation cadence, early stopping, hardware.
+
+    On CUDA only (ignored elsewhere): ``mixed_precision`` autocasts the forward passes to
+    ``amp_dtype`` ("auto": bfloat16 where supported, else float16 with a gradient scaler;
+    "bfloat16"; "float16"); ``channels_last`` memory format; ``compile`` (torch.compile).
+    """
 
     batch_size: int = 32
     m_per_class: int = 4
@@ -106,6 +117,9 @@ class TrainingConfig:
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = False
+    amp_dtype: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
     num_workers: int = 2
     eval_batch_size: int = 64
 

@@ -100,6 +100,7 @@ PRETRAINED_CHECKPOINT = "checkpoints/epoch0.pth"
 METRICS_CSV = "metrics.csv"
 FOLD_DONE_FILE = "done.json"
 TENSORBOARD_FOLDER = "tensorboard"
+FOLD_LOG = "train.log"  # a fold's stdout and stderr under `sdm train --devices`
 
 # --- test evaluation modes (sdm.engine.evaluate, sdm.results) ---
 SEPARATED = "separated"  # each fold model alone (128-d in the paper), mean over models

@@ -23,6 +23,7 @@ from sdm.constants import RESIZE
 from sdm.data.datasets import ImageDataset, load_dataset
 from sdm.data.splits import Splits, dataset_splits
 from sdm.data.transforms import build_transform
+from sdm.engine.precision import TrainingPrecision, training_precision
 from sdm.losses import build_loss, build_miner
 from sdm.models.embedder import Embedder
 from sdm.models.embedding_model import EmbeddingModel
@@ -34,6 +35,14 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def build_precision(config: DictConfig, device: torch.device) -> TrainingPrecision:
+    """The training precision plan of ``config.training`` on ``device`` (see ``precision``)."""
+    training = config.training
+    return training_precision(device, mixed_precision=training.mixed_precision,
+                              amp_dtype=training.amp_dtype,
+                              channels_last=training.channels_last, compile=training.compile)
 
 
 def seed_everything(seed: int) -> None:
@@ -106,6 +115,12 @@ def sdm_passes(config: DictConfig) -> int | None:
     """Perturbed forward passes per step: ``sdm.passes`` with SDM on, None (one plain pass)
     without."""
     return config.sdm.passes if config.sdm.enabled else None
+
+
+def batched_passes(config: DictConfig, device: torch.device) -> bool:
+    """``sdm.batched_passes``, or when unset: batched on CUDA, one after another elsewhere."""
+    configured = config.sdm.batched_passes
+    return device.type == "cuda" if configured is None else bool(configured)
 
 
 def build_fold_loss(config: DictConfig, num_classes: int) -> torch.nn.Module:

@@ -23,12 +23,13 @@ from omegaconf import DictConfig
 from sdm import constants as C
 from sdm import records
 from sdm.config import ConfigError, config_difference, load_config, to_yaml
+from sdm.engine import distributed
 from sdm.results import TestResults, read_results
 
 # Keys that may change between a run and its resumption without changing what is trained.
 RESUMABLE_KEYS = ("name", "experiments_root", "dataset.root", "dataset.use_cache",
                   "training.folds", "training.device", "training.num_workers",
-                  "training.eval_batch_size", "evaluation.")
+                  "training.eval_batch_size", "evaluation.", "sdm.shared_stem")
 
 
 def experiment_folder(config: DictConfig) -> Path:
@@ -115,23 +116,66 @@ def _accept_config(experiment: ExperimentFolder, config: DictConfig, allowed: bo
     records.write_json(log_path, log)
 
 
+def prepare_experiment(config: DictConfig, allow_config_change: bool = False,
+                       ) -> tuple[Path, Any, Any]:
+    """Loads the dataset, checks the whole experiment (warnings are issued) and creates or
+    reopens its folder; returns (folder, dataset, splits)."""
+    from sdm.engine import build, preflight
+
+    dataset, splits = build.load_experiment_dataset(config)
+    for message in preflight.check_experiment(config, dataset, splits):
+        warnings.warn(message, stacklevel=3)
+    return prepare_experiment_folder(config, allow_config_change), dataset, splits
+
+
 def run_experiment(
     config: DictConfig, allow_config_change: bool = False,
     on_validation: Callable[[int, int, float], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Checks the whole experiment, then trains every fold in ``config.training.folds``;
     returns their summaries. ``on_validation(fold, epoch, val MAP@R)`` is called after each
-    validation (see ``FoldTrainer``)."""
-    from sdm.engine import build, preflight
+    validation (see ``FoldTrainer``). Started by torchrun, all its processes train each fold
+    together (see ``distributed``)."""
     from sdm.engine.fold import FoldTrainer
 
-    dataset, splits = build.load_experiment_dataset(config)
-    for message in preflight.check_experiment(config, dataset, splits):
-        warnings.warn(message, stacklevel=2)
-    folder = prepare_experiment_folder(config, allow_config_change)
+    if distributed.launched_by_torchrun():
+        return _run_distributed(config, allow_config_change, on_validation)
+    folder, dataset, splits = prepare_experiment(config, allow_config_change)
     return [FoldTrainer(config, fold, folder, dataset, splits,
                         _for_fold(on_validation, fold)).run()
             for fold in config.training.folds]
+
+
+def _run_distributed(config: DictConfig, allow_config_change: bool,
+                     on_validation: Callable[[int, int, float], None] | None,
+                     ) -> list[dict[str, Any]]:
+    """``run_experiment`` in one process of a torchrun job: the main rank prepares the folder
+    (any error there is raised on every rank), then all ranks train each fold together."""
+    from sdm.engine import build
+    from sdm.engine.fold import FoldTrainer
+
+    context, device = distributed.start(config.training.device)
+    try:
+        context.local_batch_size(config.training.batch_size)
+        error = None
+        if context.is_main:
+            try:
+                prepare_experiment(config, allow_config_change)
+            except Exception as raised:  # re-raised below, after the others have heard of it
+                error = f"{type(raised).__name__}: {raised}"
+        error = distributed.broadcast_from_main(error)
+        if error is not None:
+            raise RuntimeError(f"rank {context.rank}: the main rank could not prepare the "
+                               f"experiment: {error}")
+        dataset, splits = build.load_experiment_dataset(config)
+        rank_config = config.copy()
+        rank_config.training.device = str(device)
+        folder = experiment_folder(config)
+        return [FoldTrainer(rank_config, fold, folder, dataset, splits,
+                            _for_fold(on_validation, fold), context).run()
+                for fold in config.training.folds]
+    finally:
+        distributed.stop()
 
 
 def _for_fold(callback: Callable[[int, int, float], None] | None,

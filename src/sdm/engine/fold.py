@@ -28,8 +28,10 @@ from sdm import constants as C
 from sdm import records
 from sdm.data.datasets import ImageDataset
 from sdm.data.splits import Splits
-from sdm.engine import build
+from sdm.engine import build, distributed
+from sdm.engine.distributed import DistributedContext
 from sdm.engine.embeddings import compute_embeddings
+from sdm.engine.precision import prepare_model
 from sdm.engine.step import train_step
 from sdm.metrics import retrieval_metrics
 from sdm.models.batchnorm import train_with_frozen_batchnorm
@@ -51,13 +53,20 @@ class FoldTrainer:
     ``on_validation(epoch, val MAP@R)``, when given, is called after each validation from
     epoch 0 on, once the epoch's records are written; an exception it raises stops the fold
     (a tuner prunes a trial this way).
+
+    Under torchrun (``context``) every rank trains its slice of each global batch (see
+    ``distributed``); the main rank alone validates, writes checkpoints and records, and the
+    others take its validation score, so all stop at the same epoch.
     """
 
     def __init__(self, config: DictConfig, fold: int, experiment_dir: str | Path,
                  dataset: ImageDataset, splits: Splits,
-                 on_validation: Callable[[int, float], None] | None = None):
+                 on_validation: Callable[[int, float], None] | None = None,
+                 context: DistributedContext | None = None):
         self.config = config
         self.on_validation = on_validation
+        self.context = context
+        self.is_main = context is None or context.is_main
         self.fold = fold
         self.folder = records.fold_folder(experiment_dir, fold)
         self.device = build.resolve_device(config.training.device)
@@ -72,10 +81,23 @@ class FoldTrainer:
         self.optimizers = build.build_optimizers(config, self.model, self.loss)
         self.sampler = build.build_sampler(
             config, self.label_lookup[torch.as_tensor(self.train_set.labels)].numpy())
-        training = config.training
-        self.amp = bool(training.mixed_precision) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.precision = build.build_precision(config, self.device)
+        prepare_model(self.model, self.precision)
+        self.scaler = self.precision.grad_scaler()
+        self.train_model = self._data_parallel(self.model)
         self.state = FoldState(history=[])
+
+    def _data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` wrapped for this rank's part of a torchrun job (as it is without one)."""
+        if self.context is None:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        local_batch = self.context.local_batch_size(self.config.training.batch_size)
+        distributed.use_global_batch_dropout(self.model.trunk, local_batch, self.context)
+        device_ids = [self.device] if self.device.type == "cuda" else None
+        # BatchNorm is frozen: its buffers never change, so there is nothing to broadcast.
+        return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
     # ----- checkpoints -------------------------------------------------------------------
 
@@ -85,6 +107,8 @@ class FoldTrainer:
                 "loss": self.loss.state_dict(), "epoch": self.state.epoch}
 
     def _save_latest(self) -> None:
+        if not self.is_main:
+            return
         state = self._models_state()
         state.update({
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
@@ -121,6 +145,15 @@ class FoldTrainer:
     # ----- validation --------------------------------------------------------------------
 
     def _validate(self, epoch: int, trunk_only: bool = False) -> float:
+        """Validation MAP@R; under torchrun measured by the main rank and sent to the others,
+        whose random state then follows the main rank's (validation draws from it)."""
+        score = self._measure_validation(epoch, trunk_only) if self.is_main else 0.0
+        if self.context is not None:
+            score = distributed.broadcast_from_main(score)
+            distributed.share_random_state()
+        return score
+
+    def _measure_validation(self, epoch: int, trunk_only: bool) -> float:
         embeddings, labels = compute_embeddings(
             self.model, self.val_set, device=self.device,
             batch_size=self.config.training.eval_batch_size,
@@ -138,7 +171,8 @@ class FoldTrainer:
     def _record_if_best(self, epoch: int, score: float) -> None:
         if score > self.state.best_score:
             self.state.best_score, self.state.best_epoch = score, epoch
-            records.save_checkpoint(self.folder / C.BEST_CHECKPOINT, self._models_state())
+            if self.is_main:
+                records.save_checkpoint(self.folder / C.BEST_CHECKPOINT, self._models_state())
 
     def _validated(self, epoch: int, score: float) -> None:
         """Keeps the best checkpoint and the latest state, then tells ``on_validation``."""
@@ -153,18 +187,25 @@ class FoldTrainer:
         """One epoch of ``iterations_per_epoch`` batches; returns the mean loss."""
         training = self.config.training
         train_with_frozen_batchnorm(self.model)
+        # Under torchrun every rank loads the whole global batch, so that its random
+        # augmentations are those of one process, and keeps its share.
         loader = DataLoader(self.train_set, batch_size=training.batch_size, sampler=self.sampler,
                             num_workers=training.num_workers, drop_last=True)
         total, steps = 0.0, 0
-        bar = tqdm(loader, desc=f"fold {self.fold} epoch {epoch}", leave=False, disable=None,
-                   total=len(loader), dynamic_ncols=True)
+        bar = tqdm(loader, desc=f"fold {self.fold} epoch {epoch}", leave=False,
+                   disable=None if self.is_main else True, total=len(loader),
+                   dynamic_ncols=True)
         for images, labels in bar:
+            if self.context is not None:
+                images, labels = self.context.local_share(images), self.context.local_share(labels)
             images = images.to(self.device, non_blocking=True)
             labels = self.label_lookup[labels].to(self.device)
-            value = train_step(self.model, self.loss, self.optimizers, images, labels,
+            value = train_step(self.train_model, self.loss, self.optimizers, images, labels,
                                passes=build.sdm_passes(self.config),
-                               batched_passes=self.config.sdm.batched_passes,
-                               miner=self.miner, scaler=self.scaler)
+                               batched_passes=build.batched_passes(self.config, self.device),
+                               shared_stem=self.config.sdm.shared_stem,
+                               miner=self.miner, precision=self.precision,
+                               scaler=self.scaler, context=self.context)
             total, steps = total + value, steps + 1
             self.writer.add_scalar("train/loss", value,
                                    (epoch - 1) * training.iterations_per_epoch + steps)
@@ -178,21 +219,28 @@ class FoldTrainer:
             return records.read_json(done)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(str(self.folder / C.TENSORBOARD_FOLDER))
+        if self.is_main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.writer = SummaryWriter(str(self.folder / C.TENSORBOARD_FOLDER))
+        else:
+            self.writer = _SilentWriter()
         start = time.time()
         with contextlib.closing(self.writer):
             if not self._resume():
                 self._validate(-1, trunk_only=True)
                 score = self._validate(0)
-                records.save_checkpoint(self.folder / C.PRETRAINED_CHECKPOINT,
-                                        self._models_state())
+                if self.is_main:
+                    records.save_checkpoint(self.folder / C.PRETRAINED_CHECKPOINT,
+                                            self._models_state())
                 self._validated(0, score)
             self._train_epochs()
         summary = {"fold": self.fold, "best_epoch": self.state.best_epoch,
                    "best_val_map_at_r": self.state.best_score, "last_epoch": self.state.epoch,
                    "seconds_this_session": round(time.time() - start, 1)}
-        records.write_json(done, summary)
+        if self.is_main:
+            records.write_json(done, summary)
+        if self.context is not None:
+            distributed.barrier()
         return summary
 
     def _train_epochs(self) -> None:
@@ -207,3 +255,13 @@ class FoldTrainer:
                 self._validated(epoch, self._validate(epoch))
                 if epoch - self.state.best_epoch > training.patience:
                     break
+
+
+class _SilentWriter:
+    """Stands in for the TensorBoard writer on ranks that write no records."""
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

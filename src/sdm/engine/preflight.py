@@ -30,6 +30,7 @@ def check_experiment(config: DictConfig, dataset: ImageDataset, splits: Splits) 
     _check_loss(config, len(splits.folds[config.training.folds[0]].train))
     find_pretrained_weights(config.model.trunk, config.model.pretrained,
                             config.model.weights_path)
+    _check_precision(config)
     return warnings
 
 
@@ -91,3 +92,10 @@ def _check_loss(config: DictConfig, num_classes: int) -> None:
     except (TypeError, ValueError, AssertionError) as error:
         raise ConfigError(f"loss '{config.loss.name}' cannot be built from this config: "
                           f"{error}") from None
+
+
+def _check_precision(config: DictConfig) -> None:
+    try:
+        build.build_precision(config, build.resolve_device(config.training.device))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None

@@ -147,16 +147,19 @@ class BNInception(nn.Module):
             branches.append(self._conv_bn_relu(f"{name}_pool_proj", pooled))
         return torch.cat(branches, dim=1)
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> the last inception block's (B, 1024, h, w) map."""
+    def stem(self, images: torch.Tensor) -> torch.Tensor:
+        """The first 7x7 convolution: everything before the feature dropout."""
         for size in images.shape[-2:]:
             if not side_fits(size):
                 raise ValueError(
                     f"BN-Inception cannot take a {tuple(images.shape[-2:])} image: side {size} "
                     f"leaves odd-sized maps at a stride-2 block. Nearest sides that work: "
                     f"{_nearest_fitting(size)} (224 and 227 do).")
-        x = self.feature_dropout(self.conv1_7x7_s2(images))
-        x = F.relu(self.conv1_7x7_s2_bn(x), inplace=True)
+        return self.conv1_7x7_s2(images)
+
+    def features_from_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem's output -> the last inception block's (B, 1024, h, w) map."""
+        x = F.relu(self.conv1_7x7_s2_bn(self.feature_dropout(x)), inplace=True)
         x = F.max_pool2d(x, 3, stride=2, ceil_mode=True)
         x = self._conv_bn_relu("conv2_3x3_reduce", x)
         x = self._conv_bn_relu("conv2_3x3", x)
@@ -165,6 +168,14 @@ class BNInception(nn.Module):
             x = self._inception(spec, x)
         return x
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        pooled = torch.flatten(F.adaptive_avg_pool2d(self.features(images), 1), 1)
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> the last inception block's (B, 1024, h, w) map."""
+        return self.features_from_stem(self.stem(images))
+
+    def from_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The rest of the trunk, from the feature dropout on: ``forward = from_stem(stem(.))``."""
+        pooled = torch.flatten(F.adaptive_avg_pool2d(self.features_from_stem(x), 1), 1)
         return pooled if self.last_linear is None else self.last_linear(pooled)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.from_stem(self.stem(images))

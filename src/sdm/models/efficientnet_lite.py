@@ -110,10 +110,18 @@ class EfficientNetLite0(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out")
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = F.relu6(self._bn0(self.feature_dropout(self._conv_stem(images))))
+    def stem(self, images: torch.Tensor) -> torch.Tensor:
+        """The stem convolution: everything before the feature dropout."""
+        return self._conv_stem(images)
+
+    def from_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The rest of the trunk, from the feature dropout on: ``forward = from_stem(stem(.))``."""
+        x = F.relu6(self._bn0(self.feature_dropout(x)))
         for block in self._blocks:
             x = block(x)
         x = F.relu6(self._bn1(self._conv_head(x)))
         pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return pooled if self._fc is None else self._fc(pooled)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.from_stem(self.stem(images))

@@ -18,17 +18,36 @@ class EmbeddingModel(nn.Module):
         self.trunk = trunk
         self.embedder = embedder
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, passes: int | None = None, batched: bool = True,
+                shared_stem: bool = True) -> torch.Tensor:
+        """(B, D) embeddings; with ``passes`` T, ``perturbed_passes``' (T, B, D) instead (one
+        entry point, so that a DistributedDataParallel wrapper sees SDM's passes too)."""
+        if passes is not None:
+            return self.perturbed_passes(images, passes, batched, shared_stem)
         return self.embedder(self.trunk(images))
 
-    def perturbed_passes(self, images: torch.Tensor, passes: int, batched: bool) -> torch.Tensor:
+    def perturbed_passes(self, images: torch.Tensor, passes: int, batched: bool,
+                         shared_stem: bool = True) -> torch.Tensor:
         """Embeddings of ``passes`` forward passes of the same batch: shape (T, B, D).
 
         With BatchNorm frozen each image is processed independently, so one forward of the
         T*B images (``batched``) gives the same results as T sequential passes, with
-        independent feature-dropout masks either way.
+        independent feature-dropout masks either way. ``shared_stem``: when the trunk splits
+        at its feature dropout (``trunk.stem`` / ``trunk.from_stem``, as every trunk of
+        ``build_trunk`` does), the stem, identical in all passes, runs once and its output is
+        repeated; the masks drawn and the embeddings are those of the unshared path.
         """
+        if shared_stem and splits_at_stem(self.trunk):
+            start, rest = self.trunk.stem(images), self.trunk.from_stem
+        else:
+            start, rest = images, self.trunk
         if batched:
-            stacked = images.repeat(passes, *([1] * (images.dim() - 1)))
-            return self(stacked).view(passes, images.shape[0], -1)
-        return torch.stack([self(images) for _ in range(passes)])
+            stacked = start.repeat(passes, *([1] * (start.dim() - 1)))
+            return self.embedder(rest(stacked)).view(passes, images.shape[0], -1)
+        return torch.stack([self.embedder(rest(start)) for _ in range(passes)])
+
+
+def splits_at_stem(trunk: nn.Module) -> bool:
+    """Whether ``trunk`` has ``stem`` (everything before its feature dropout) and
+    ``from_stem`` (the rest), with ``trunk(x) == trunk.from_stem(trunk.stem(x))``."""
+    return callable(getattr(trunk, "stem", None)) and callable(getattr(trunk, "from_stem", None))

@@ -39,17 +39,24 @@ class SmallCNN(nn.Module):
         self.feature_dropout = nn.Dropout2d(feature_dropout)
         self.output_dim = widths[-1]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def stem(self, images: torch.Tensor) -> torch.Tensor:
+        """The first convolution: everything before the feature dropout."""
         smallest = 2 ** len(self.convs)
         if min(images.shape[-2:]) < smallest:
             raise ValueError(
                 f"the small CNN needs images of at least {smallest}x{smallest} pixels, got "
                 f"{images.shape[-2]}x{images.shape[-1]}; set transform.resize and "
                 f"transform.crop to {smallest} or more")
-        x = images
+        return self.convs[0](images)
+
+    def from_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The rest of the trunk, from the feature dropout on: ``forward = from_stem(stem(.))``."""
+        x = self.feature_dropout(x)
         for index, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
-            x = conv(x)
-            if index == 0:
-                x = self.feature_dropout(x)
+            if index > 0:
+                x = conv(x)
             x = F.max_pool2d(F.relu(norm(x), inplace=True), 2)
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.from_stem(self.stem(images))

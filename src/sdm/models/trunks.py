@@ -53,10 +53,18 @@ class ResNet50Trunk(ResNet):
         self.fc = nn.Identity()
         self.feature_dropout = nn.Dropout2d(feature_dropout)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.feature_dropout(self.conv1(images)))))
+    def stem(self, images: torch.Tensor) -> torch.Tensor:
+        """``conv1``: everything before the feature dropout."""
+        return self.conv1(images)
+
+    def from_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The rest of the trunk, from the feature dropout on: ``forward = from_stem(stem(.))``."""
+        x = self.maxpool(self.relu(self.bn1(self.feature_dropout(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.from_stem(self.stem(images))
 
 
 def build_trunk(name: str, *, pretrained: bool | str = True, weights_path: str | None = None,

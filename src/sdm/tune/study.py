@@ -59,6 +59,7 @@ class TuneRequest:
     sampler: str = "tpe"
     seed: int = 0
     heartbeat_seconds: int = 60
+    startup_trials: int = 10
 
 
 def study_folder(request: TuneRequest) -> tuple[str, Path]:
@@ -84,8 +85,8 @@ def open_storage(url: str, heartbeat_seconds: int) -> RDBStorage:
 def run_tune(request: TuneRequest) -> dict[str, Any]:
     """Validates everything, runs the missing trials on ``request.workers`` processes, then
     writes the study's results; returns the study's summary (also in ``study.json``)."""
-    if request.trials < 1 or request.workers < 1:
-        raise ValueError("--trials and --workers must be at least 1")
+    if request.trials < 1 or request.workers < 1 or request.startup_trials < 1:
+        raise ValueError("--trials, --workers and --startup-trials must be at least 1")
     if request.sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {request.sampler!r}; expected one of {SAMPLERS}")
     space = load_space(request.spaces, request.config_files, request.overrides)
@@ -143,9 +144,11 @@ def _run_workers(request: TuneRequest, name: str, url: str, shares: list[int]) -
 def _load_study(request: TuneRequest, name: str, url: str, worker: int) -> optuna.Study:
     sampler: optuna.samplers.BaseSampler
     if request.sampler == "gp":
-        sampler = optuna.samplers.GPSampler(seed=request.seed + worker)
+        sampler = optuna.samplers.GPSampler(seed=request.seed + worker,
+                                            n_startup_trials=request.startup_trials)
     else:
-        sampler = optuna.samplers.TPESampler(seed=request.seed + worker)
+        sampler = optuna.samplers.TPESampler(seed=request.seed + worker,
+                                             n_startup_trials=request.startup_trials)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
               if request.prune else optuna.pruners.NopPruner())
     storage = open_storage(url, request.heartbeat_seconds)
