@@ -25,6 +25,8 @@ one cost above it.
         --settings baseline sdm_t1 sdm_t2 sdm_t4 sdm_t8_batched      # the ablation study's regime
 
 Prints seconds per step and the ratio to the baseline, and images/s (B per step).
+``--profile SETTING`` prints where one step's time goes instead, operator by operator, for the
+baseline and SETTING side by side.
 """
 
 from __future__ import annotations
@@ -140,6 +142,33 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items() if values}
 
 
+def profile(args: argparse.Namespace) -> None:
+    """Self CPU milliseconds per operator in one step of the baseline and of ``args.profile``,
+    and their ratio: where a setting's extra time goes."""
+    from torch.profiler import profile as torch_profile
+
+    channels = 1 if build_trunk(args.trunk, pretrained=False).input_convention == "glyph" else 3
+    side = args.side or INPUT_SIDE[args.trunk]
+    images = torch.randn(args.batch, channels, side, side, device=args.device)
+    labels = torch.arange(args.batch // 4, device=args.device).repeat_interleave(4)
+    per_operator = {}
+    for name in ("baseline", args.profile):
+        setting = Setting(args.trunk, SETTINGS[name], args)
+        for _ in range(args.warmup):
+            setting.step_seconds(images, labels)
+        with torch_profile() as profiler:
+            setting.step_seconds(images, labels)
+        per_operator[name] = {event.key: event.self_cpu_time_total / 1000
+                              for event in profiler.key_averages()}
+    base, other = per_operator["baseline"], per_operator[args.profile]
+    print(f"{'operator':36} {'baseline ms':>12} {args.profile + ' ms':>22} {'ratio':>7}")
+    for key in sorted(other, key=other.get, reverse=True)[:12]:
+        ratio = f"{other[key] / base[key]:.1f}x" if base.get(key) else "-"
+        print(f"{key[:36]:36} {base.get(key, 0.0):12.1f} {other[key]:22.1f} {ratio:>7}")
+    print(f"{'total':36} {sum(base.values()):12.1f} {sum(other.values()):22.1f} "
+          f"{sum(other.values()) / sum(base.values()):6.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,7 +185,13 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="(CUDA only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=DEFAULT_SETTINGS)
+    parser.add_argument("--profile", choices=list(SETTINGS), metavar="SETTING",
+                        help="instead of timing: the operators of one step of the baseline "
+                             "and of SETTING side by side (torch.profiler, self time)")
     args = parser.parse_args()
+    if args.profile:
+        profile(args)
+        return
     print(f"trunk {args.trunk}, side {args.side or INPUT_SIDE[args.trunk]} px, loss {args.loss}, "
           f"batch {args.batch}, device {args.device}, amp {args.amp}, channels_last "
           f"{args.channels_last}, compile {args.compile}, torch threads "

@@ -26,10 +26,12 @@ from sdm.config import ConfigError, config_difference, load_config, to_yaml
 from sdm.engine import distributed
 from sdm.results import TestResults, read_results
 
-# Keys that may change between a run and its resumption without changing what is trained.
+# Keys that may change between a run and its resumption without changing what is trained
+# (the device and how SDM's passes are run change random draws and rounding, not the method).
 RESUMABLE_KEYS = ("name", "experiments_root", "dataset.root", "dataset.use_cache",
                   "training.folds", "training.device", "training.num_workers",
-                  "training.eval_batch_size", "evaluation.", "sdm.shared_stem")
+                  "training.eval_batch_size", "evaluation.", "sdm.shared_stem",
+                  "sdm.batched_passes")
 
 
 def experiment_folder(config: DictConfig) -> Path:
