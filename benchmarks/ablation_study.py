@@ -19,7 +19,9 @@ Resumable and appendable: each run is one experiment folder under ``--experiment
 interrupted runs resume from it. A finished run's numbers go into the ledger
 ``<output>/ablation_study.json`` (committed with the repository), and a run in the ledger is
 never run again, so a later session on a fresh checkout continues where the last one stopped.
-Each run's wall-clock seconds are summed over invocations in its ``study_seconds.json``.
+Each run's wall-clock seconds are summed over invocations in its ``study_seconds.json``, and
+the ledger says how its SDM passes ran ("batched" for the runs made before the engine ran them
+one after another on a CPU by default; the same method, other random draws).
 Writes ``ablation_study.{md,png}`` from the ledger.
 """
 
@@ -33,9 +35,9 @@ from pathlib import Path
 from sdm import constants as C
 from sdm import records
 from sdm.config import PACKAGED_CONFIGS, load_config
-from sdm.engine.build import load_experiment_dataset
+from sdm.engine.build import batched_passes, load_experiment_dataset, resolve_device
 from sdm.engine.evaluate import evaluate_experiment
-from sdm.engine.experiment import experiment_folder, run_experiment
+from sdm.engine.experiment import ExperimentFolder, experiment_folder, run_experiment
 from sdm.results import read_results, results_file, write_results
 
 SEEDS = (0, 1, 2)
@@ -110,8 +112,11 @@ def read_ledger(output: Path) -> dict[str, dict]:
 def record(output: Path, dataset: str, loss: str, arm: str, seed: int, folder: Path) -> None:
     """Adds a tested run's numbers to the ledger (atomically)."""
     ledger = read_ledger(output)
+    config = ExperimentFolder(folder).config
+    batched = batched_passes(config, resolve_device(config.training.device))
     ledger[run_name(dataset, loss, arm, seed)] = {
-        "dataset": dataset, "loss": loss, "arm": arm, "seed": seed, "scores": scores(folder)}
+        "dataset": dataset, "loss": loss, "arm": arm, "seed": seed, "scores": scores(folder),
+        "passes_run": "batched" if batched else "one after another"}
     records.write_json(output / LEDGER, ledger)
 
 
