@@ -110,7 +110,7 @@ def evaluation_modes(config: DictConfig, mode: str | None) -> tuple[str, ...]:
 def _report(args: argparse.Namespace) -> int:
     from sdm.report import write_report
 
-    path = write_report(args.experiments, args.output)
+    path = write_report(args.experiments, args.output, args.baseline)
     print(path.read_text())
     if args.retrieval_picture:
         from sdm.engine import build
@@ -201,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", default="experiments/report", help="where to write")
     report.add_argument("--retrieval-picture", action="store_true",
                         help="also draw test queries and their top-5 neighbours per experiment")
+    report.add_argument("--baseline", metavar="NAME",
+                        help="also an ablation over seeds: experiments named <group>_seed<k> "
+                             "form a group; each group's mean ± std over seeds, its difference "
+                             "from group NAME (or the group of experiment NAME) paired by seed, "
+                             "and ablation.png")
     report.set_defaults(func=_report)
 
     tune = commands.add_parser(

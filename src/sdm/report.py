@@ -4,11 +4,17 @@ Reads each experiment folder's ``config.yaml``, ``results/test_results.json`` an
 ``metrics.csv``; writes ``report.md``, ``report.csv``, ``validation_curves.png`` and
 ``sdm_vs_baseline.png`` into the output folder. The paper's numbers come from the copy of
 its README tables in ``sdm/resources/paper_results.csv`` and are labelled as the paper's.
+
+Given a baseline, the report is also an ablation study over seeds: experiments named
+``<group>_seed<k>`` form one group, each group is summarized over its seeds and compared with
+the baseline group seed by seed, and ``ablation.png`` plots the paired MAP@R differences.
 """
 
 from __future__ import annotations
 
 import csv
+import re
+import statistics
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,8 @@ PAPER_COLUMNS = {
     f"{SEPARATED}_{C.R_PRECISION}": "separate128_r_precision",
     f"{SEPARATED}_{C.MAP_AT_R}": "separate128_map_at_r",
 }
+COLUMNS = tuple(f"{mode}_{metric}" for mode in C.TABLE_ORDER for metric in C.METRIC_NAMES)
+SEED_SUFFIX = re.compile(r"(?P<group>.+)_seed(?P<seed>\d+)")
 
 
 def paper_results() -> dict[tuple[str, str], dict[str, float]]:
@@ -156,11 +164,162 @@ def plot_sdm_vs_baseline(pairs: list[tuple[Experiment, Experiment]], path: Path)
     records.save_figure(figure, path)
 
 
-def write_report(experiment_folders: list[str | Path], output: str | Path) -> Path:
-    """Table (Markdown and CSV) and plots for ``experiment_folders``; returns the Markdown."""
+def group_and_seed(experiment: Experiment) -> tuple[str, int]:
+    """``("icons_ms_paper", 1)`` for an experiment named ``icons_ms_paper_seed1``; a name
+    without the ``_seed<k>`` suffix is a group of its own, its seed the config's
+    ``training.seed``."""
+    name = str(experiment.config.name)
+    match = SEED_SUFFIX.fullmatch(name)
+    if match:
+        return match["group"], int(match["seed"])
+    return name, int(experiment.config.training.seed)
+
+
+def seed_groups(experiments: list[Experiment]) -> dict[str, dict[int, Experiment]]:
+    """``{group: {seed: experiment}}`` (see ``group_and_seed``), groups in the order they
+    first appear, seeds sorted; ValueError when two experiments are the same seed of a group."""
+    groups: dict[str, dict[int, Experiment]] = {}
+    for experiment in experiments:
+        group, seed = group_and_seed(experiment)
+        seeds = groups.setdefault(group, {})
+        if seed in seeds:
+            raise ValueError(f"{seeds[seed].folder} and {experiment.folder} are both seed "
+                             f"{seed} of group {group}")
+        seeds[seed] = experiment
+    return {group: dict(sorted(seeds.items())) for group, seeds in groups.items()}
+
+
+def resolve_baseline(groups: dict[str, dict[int, Experiment]], name: str) -> str:
+    """The group ``name`` stands for: a group name, or the config name of one of its
+    experiments; ValueError listing the groups when it is neither."""
+    if name in groups:
+        return name
+    for group, seeds in groups.items():
+        if any(str(experiment.config.name) == name for experiment in seeds.values()):
+            return group
+    raise ValueError(f"unknown baseline {name!r}; the groups found are: {', '.join(groups)}")
+
+
+def percent_scores(experiment: Experiment) -> dict[str, float]:
+    """``{column: percent}`` of the six table numbers (``COLUMNS``), unrounded; separated is
+    the mean over the fold models; a mode that was not evaluated is left out."""
+    trained = experiment.results.trained
+    by_mode = {C.CONCATENATED: trained.concatenated,
+               C.SEPARATED: trained.separated.mean if trained.separated else None}
+    return {f"{mode}_{metric}": 100 * scores[metric]
+            for mode, scores in by_mode.items() if scores is not None
+            for metric in C.METRIC_NAMES}
+
+
+def paired_differences(group: dict[int, dict[str, float]], baseline: dict[int, dict[str, float]],
+                       ) -> dict[int, dict[str, float]]:
+    """``{seed: {column: group minus baseline}}`` from per-seed percent scores, so in
+    percentage points; only the seeds both have, and the columns both have at that seed;
+    empty when they share no seed."""
+    return {seed: {column: group[seed][column] - baseline[seed][column]
+                   for column in COLUMNS if column in group[seed] and column in baseline[seed]}
+            for seed in sorted(set(group) & set(baseline))}
+
+
+def seed_summary(per_seed: dict[int, dict[str, float]]) -> dict[str, tuple[float, float | None]]:
+    """``{column: (mean, standard deviation)}`` over the seeds, in the values' units (percent
+    or percentage points), for the columns every seed has; the standard deviation is
+    ``statistics.stdev`` (n - 1), None for one seed."""
+    summary = {}
+    for column in COLUMNS:
+        values = [scores[column] for scores in per_seed.values() if column in scores]
+        if values and len(values) == len(per_seed):
+            std = statistics.stdev(values) if len(values) > 1 else None
+            summary[column] = (statistics.fmean(values), std)
+    return summary
+
+
+def seed_table(label: str, rows: dict[str, dict[int, dict[str, float]]]) -> str:
+    """Markdown table, one row per ``{row label: per-seed values}``: the number of seeds, then
+    mean ± standard deviation over seeds per column (the mean alone for one seed)."""
+    lines = [f"| {label} | seeds | Concat. P@1 | RP | MAP@R | Sep. P@1 | RP | MAP@R |",
+             "|-|-:|-:|-:|-:|-:|-:|-:|"]
+    for name, per_seed in rows.items():
+        summary = seed_summary(per_seed)
+        cells = []
+        for column in COLUMNS:
+            mean, std = summary.get(column, (None, None))
+            text = "-" if mean is None else f"{mean:.2f}"
+            cells.append(text if std is None else f"{text} ± {std:.2f}")
+        lines.append(f"| {name} | {len(per_seed)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_ablation(differences: dict[str, dict[int, dict[str, float]]], baseline: str,
+                  path: Path) -> None:
+    """Bars of each group's paired MAP@R differences from ``baseline`` (percentage points),
+    separated and concatenated, error bars the standard deviation over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(differences)
+    figure, axis = plt.subplots(figsize=(max(5.0, 2 + 1.2 * len(groups)), 3.8))
+    for offset, mode in ((-0.2, C.SEPARATED), (0.2, C.CONCATENATED)):
+        column = f"{mode}_{C.MAP_AT_R}"
+        xs, means, stds = [], [], []
+        for i, group in enumerate(groups):
+            summary = seed_summary(differences[group])
+            if column in summary:
+                mean, std = summary[column]
+                xs.append(i + offset)
+                means.append(mean)
+                stds.append(std or 0.0)
+        axis.bar(xs, means, 0.4, yerr=stds, capsize=3, label=f"{mode} MAP@R")
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=8)
+    axis.set_title(f"group − {baseline}, paired by seed")
+    axis.set_ylabel("MAP@R difference (points)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    records.save_figure(figure, path)
+
+
+def ablation_section(groups: dict[str, dict[int, Experiment]], baseline: str,
+                     output: Path) -> str:
+    """The report's ablation part against the group ``baseline``: the per-group table, the
+    paired differences and, when some group shares a seed with the baseline,
+    ``output/ablation.png``."""
+    scores = {group: {seed: percent_scores(e) for seed, e in seeds.items()}
+              for group, seeds in groups.items()}
+    text = (f"\n## Ablation over seeds (baseline: {baseline})\n\nExperiments named "
+            "`<group>_seed<k>` form a group. Test classes, percent; mean ± standard deviation "
+            "over seeds (the mean alone for one seed).\n\n" + seed_table("group", scores))
+    differences = {group: paired_differences(per_seed, scores[baseline])
+                   for group, per_seed in scores.items() if group != baseline}
+    paired = {group: found for group, found in differences.items() if found}
+    if paired:
+        text += ("\nGroup minus baseline, paired by seed (percentage points, positive = better "
+                 "than the baseline; only the seeds both have):\n\n"
+                 + seed_table(f"group − {baseline}", paired))
+        plot_ablation(paired, baseline, output / "ablation.png")
+        text += "\n![group minus baseline, MAP@R](ablation.png)\n"
+    unpaired = [f"{group} (seeds {', '.join(map(str, groups[group]))})"
+                for group, found in differences.items() if not found]
+    if unpaired:
+        text += f"\nNo seed in common with the baseline, not compared: {', '.join(unpaired)}.\n"
+    if not differences:
+        text += "\nOnly the baseline group was given: nothing to compare it with.\n"
+    return text
+
+
+def write_report(experiment_folders: list[str | Path], output: str | Path,
+                 baseline: str | None = None) -> Path:
+    """Table (Markdown and CSV) and plots for ``experiment_folders``; with ``baseline`` (a
+    group or experiment name, see ``seed_groups``) also the ablation over seeds and
+    ``ablation.png``; returns the Markdown."""
     experiments = [Experiment(folder) for folder in experiment_folders]
     if not experiments:
         raise FileNotFoundError("no experiment folders given")
+    if baseline is not None:
+        groups = seed_groups(experiments)
+        baseline = resolve_baseline(groups, baseline)
     output = Path(output)
     rows = report_rows(experiments)
     records.write_csv(output / "report.csv", rows)
@@ -173,5 +332,7 @@ def write_report(experiment_folders: list[str | Path], output: str | Path) -> Pa
         plot_sdm_vs_baseline(pairs, output / "sdm_vs_baseline.png")
         text += "\n![SDM minus baseline](sdm_vs_baseline.png)\n"
     text += "\n![validation curves](validation_curves.png)\n"
+    if baseline is not None:
+        text += ablation_section(groups, baseline, output)
     records.write_text(output / "report.md", text)
     return output / "report.md"
