@@ -152,6 +152,9 @@ def test_a_study_killed_mid_trial_resumes_without_losing_or_repeating_trials(
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == 1]
     assert len(retried) == 1 and retried[0].params == study.trials[1].params
     assert retried[0].state == TrialState.COMPLETE
+    new = [t.params for t in study.trials[2:] if t.number != retried[0].number]
+    assert new and all(p not in (study.trials[0].params, study.trials[1].params) for p in new), \
+        "a resumed study must not propose its first trials' parameters again"
     assert (folder / C.BEST_CONFIG).is_file()
 
 

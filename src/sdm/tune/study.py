@@ -43,6 +43,8 @@ from sdm.tune.space import load_space
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SAMPLERS = ("tpe", "gp")
 
+# Sampler seeds of a resumed study move on by this much per trial already in it.
+RESEED_STRIDE = 1000
 
 @dataclass
 class TuneRequest:
@@ -110,7 +112,8 @@ def run_tune(request: TuneRequest) -> dict[str, Any]:
 
 
 def run_worker(request: TuneRequest, name: str, url: str, worker: int, trials: int) -> None:
-    """One worker: ``trials`` trials of the study (its sampler seeded by seed + worker)."""
+    """One worker: ``trials`` trials of the study (its sampler seeded as ``_load_study``
+    says)."""
     if trials <= 0:
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -142,18 +145,22 @@ def _run_workers(request: TuneRequest, name: str, url: str, shares: list[int]) -
 
 
 def _load_study(request: TuneRequest, name: str, url: str, worker: int) -> optuna.Study:
-    sampler: optuna.samplers.BaseSampler
-    if request.sampler == "gp":
-        sampler = optuna.samplers.GPSampler(seed=request.seed + worker,
-                                            n_startup_trials=request.startup_trials)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=request.seed + worker,
-                                             n_startup_trials=request.startup_trials)
+    """The study, created if new, with worker ``worker``'s sampler. The sampler is seeded by
+    seed + worker + RESEED_STRIDE x (trials already in the study): a fresh study is
+    reproducible, and a resumed one does not propose its first trials' parameters again."""
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
               if request.prune else optuna.pruners.NopPruner())
     storage = open_storage(url, request.heartbeat_seconds)
-    return optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                               sampler=sampler, pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                pruner=pruner, load_if_exists=True)
+    seed = request.seed + worker + RESEED_STRIDE * len(study.get_trials(deepcopy=False))
+    if request.sampler == "gp":
+        study.sampler = optuna.samplers.GPSampler(seed=seed,
+                                                  n_startup_trials=request.startup_trials)
+    else:
+        study.sampler = optuna.samplers.TPESampler(seed=seed,
+                                                   n_startup_trials=request.startup_trials)
+    return study
 
 
 def suggest(trial: optuna.Trial, key: str, dist: BaseDistribution) -> Any:
