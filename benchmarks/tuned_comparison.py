@@ -128,7 +128,7 @@ def _short(value: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--startup-trials", type=int, default=3)
     parser.add_argument("--experiments-root", default="experiments/tuned_comparison")
     parser.add_argument("--dataset-root", default="data")
