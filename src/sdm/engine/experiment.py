@@ -10,6 +10,7 @@ the new config. ``ExperimentFolder`` is the one way to read a saved experiment b
 
 from __future__ import annotations
 
+import copy
 import shutil
 import sys
 import time
@@ -170,7 +171,7 @@ def _run_distributed(config: DictConfig, allow_config_change: bool,
             raise RuntimeError(f"rank {context.rank}: the main rank could not prepare the "
                                f"experiment: {error}")
         dataset, splits = build.load_experiment_dataset(config)
-        rank_config = config.copy()
+        rank_config = copy.deepcopy(config)
         rank_config.training.device = str(device)
         folder = experiment_folder(config)
         return [FoldTrainer(rank_config, fold, folder, dataset, splits,
