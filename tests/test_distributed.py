@@ -72,7 +72,8 @@ def _latest(folder: Path) -> dict:
 
 
 def test_torchrun_trains_like_one_process_and_resumes_after_sigkill(tiny_config, tmp_path):
-    extra = ("training.folds=[0]", "training.max_epochs=3", "training.iterations_per_epoch=4",
+    # Enough iterations that the job killed after its first epoch still has seconds to go.
+    extra = ("training.folds=[0]", "training.max_epochs=3", "training.iterations_per_epoch=12",
              *CASES["margin_sdm"])
     results = {}
     for name, processes in (("alone", 1), ("torchrun", 2)):
@@ -88,13 +89,14 @@ def test_torchrun_trains_like_one_process_and_resumes_after_sigkill(tiny_config,
         for metric in C.METRIC_NAMES:
             assert float(row_together[metric]) == pytest.approx(float(row_alone[metric]),
                                                                 abs=1e-6)
-    # 12 RMSprop steps on: float rounding moves parameters whose gradient is near zero (see
-    # distributed_steps.py); 1e-3 of a tensor's largest entry still catches any real change.
+    # 36 RMSprop steps on, float rounding has moved parameters whose gradient is near zero
+    # (see distributed_steps.py; measured 7e-3 of a tensor's largest entry); a real difference
+    # (augmentations drawn differently) gave 0.5. The validation curves above agree to 1e-6.
     for part in ("trunk", "embedder", "loss"):
         for key, value in _latest(results["alone"])[part].items():
             other = _latest(results["torchrun"])[part][key]
             if value.is_floating_point():
-                assert float((other - value).abs().max()) <= 1e-3 * max(
+                assert float((other - value).abs().max()) <= 2e-2 * max(
                     float(value.abs().max()), 1e-12), (part, key)
     events = list((results["torchrun"] / "fold_0").glob(f"{C.TENSORBOARD_FOLDER}/*"))
     assert len(events) == 1, "only the main rank writes records"
@@ -105,10 +107,11 @@ def test_torchrun_trains_like_one_process_and_resumes_after_sigkill(tiny_config,
                            start_new_session=True)
     deadline = time.time() + 300
     latest = tmp_path / "killed" / "fold_0" / C.LATEST_CHECKPOINT
+    curve = tmp_path / "killed" / "fold_0" / C.METRICS_CSV
     while time.time() < deadline and job.poll() is None:
-        if latest.is_file() and records.load_checkpoint(latest)["epoch"] >= 1:
+        if latest.is_file() and curve.is_file() and "\n1," in curve.read_text():
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert job.poll() is None, "the job ended before it could be killed"
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
