@@ -26,7 +26,6 @@ import json
 import sys
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from sdm.config import load_config
 from sdm.engine import distributed
@@ -65,11 +64,8 @@ def train(config, steps: int, device: torch.device, context=None) -> dict:
     optimizers = build_optimizers(config, model, loss_fn)
     train_model = model
     if context is not None:
-        local = context.local_batch_size(config.training.batch_size)
-        distributed.use_global_batch_dropout(model.trunk, local, context)
-        train_model = DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None,
-            broadcast_buffers=False)
+        train_model = distributed.data_parallel(model, config.training.batch_size, context,
+                                                device)
     channels = 1 if config.model.trunk == "small_cnn" else 3
     named = [*(("model." + k, v) for k, v in model.named_parameters()),
              *(("loss." + k, v) for k, v in loss_fn.named_parameters())]

@@ -149,3 +149,15 @@ def use_global_batch_dropout(trunk: nn.Module, local_batch: int,
     dropout = getattr(trunk, "feature_dropout", None)
     if isinstance(dropout, nn.Dropout2d) and not isinstance(dropout, GlobalBatchDropout2d):
         trunk.feature_dropout = GlobalBatchDropout2d(dropout.p, local_batch, context)
+
+
+def data_parallel(model: nn.Module, global_batch_size: int, context: DistributedContext,
+                  device: torch.device) -> nn.Module:
+    """``model`` (an ``EmbeddingModel``) for this rank: its trunk's feature dropout drawing
+    global-batch masks, wrapped in DistributedDataParallel. BatchNorm is frozen, so its
+    buffers never change and are not broadcast."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    use_global_batch_dropout(model.trunk, context.local_batch_size(global_batch_size), context)
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                   broadcast_buffers=False)

@@ -84,20 +84,9 @@ class FoldTrainer:
         self.precision = build.build_precision(config, self.device)
         prepare_model(self.model, self.precision)
         self.scaler = self.precision.grad_scaler()
-        self.train_model = self._data_parallel(self.model)
+        self.train_model = self.model if context is None else distributed.data_parallel(
+            self.model, config.training.batch_size, context, self.device)
         self.state = FoldState(history=[])
-
-    def _data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
-        """``model`` wrapped for this rank's part of a torchrun job (as it is without one)."""
-        if self.context is None:
-            return model
-        from torch.nn.parallel import DistributedDataParallel
-
-        local_batch = self.context.local_batch_size(self.config.training.batch_size)
-        distributed.use_global_batch_dropout(self.model.trunk, local_batch, self.context)
-        device_ids = [self.device] if self.device.type == "cuda" else None
-        # BatchNorm is frozen: its buffers never change, so there is nothing to broadcast.
-        return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
     # ----- checkpoints -------------------------------------------------------------------
 
