@@ -28,6 +28,7 @@ Writes ``ablation_study.{md,png}`` from the ledger.
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -38,7 +39,15 @@ from sdm.config import PACKAGED_CONFIGS, load_config
 from sdm.engine.build import batched_passes, load_experiment_dataset, resolve_device
 from sdm.engine.evaluate import evaluate_experiment
 from sdm.engine.experiment import ExperimentFolder, experiment_folder, run_experiment
-from sdm.results import read_results, results_file, write_results
+from sdm.report import (
+    COLUMNS,
+    Experiment,
+    paired_differences,
+    percent_scores,
+    plot_paired_differences,
+    seed_summary,
+)
+from sdm.results import results_file, write_results
 
 SEEDS = (0, 1, 2)
 ARMS = ("off", "paper", "dropout_only", "mean", "masks_only", "t2", "t4", "converged")
@@ -54,9 +63,9 @@ LEDGER = "ablation_study.json"
 PLAN = [
     ("icons", "ms", ("off", "paper")),
     ("glyphs", "ms", ("off", "paper", "dropout_only")),
+    ("icons", "ms", ("converged",)),
     ("icons", "ms", ("dropout_only", "mean", "masks_only")),
     ("icons", "contrast", ("off", "paper", "dropout_only", "mean", "masks_only")),
-    ("icons", "ms", ("converged",)),
     ("icons", "contrast", ("converged",)),
     ("icons", "ms", ("t2", "t4")),
     ("icons", "contrast", ("t2", "t4")),
@@ -122,10 +131,7 @@ def record(output: Path, dataset: str, loss: str, arm: str, seed: int, folder: P
 
 def scores(folder: Path) -> dict[str, float]:
     """The six table numbers of one evaluated run in percent, and its training seconds."""
-    trained = read_results(folder / C.RESULTS_FOLDER).trained
-    by_mode = {C.SEPARATED: trained.separated.mean, C.CONCATENATED: trained.concatenated}
-    found = {f"{mode}_{metric}": 100 * by_mode[mode][metric]
-             for mode in C.TABLE_ORDER for metric in C.METRIC_NAMES}
+    found = percent_scores(Experiment(folder))
     found["seconds"] = records.read_json(folder / TIMING_FILE)["train_seconds"]
     return found
 
@@ -143,13 +149,11 @@ def collect(output: Path) -> dict[tuple[str, str, str], dict[int, dict[str, floa
     return found
 
 
-def mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+def mean_std(summary: dict[str, tuple[float, float | None]], column: str) -> str:
+    mean, std = summary[column]
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
-COLUMNS = [f"{mode}_{metric}" for mode in C.TABLE_ORDER for metric in C.METRIC_NAMES]
 HEADER = ("| data | loss | arm | seeds | Concat. P@1 | RP | MAP@R | Sep. P@1 | RP | MAP@R "
           "| train s |\n|-|-|-|-|-:|-:|-:|-:|-:|-:|-:|\n")
 
@@ -157,17 +161,21 @@ HEADER = ("| data | loss | arm | seeds | Concat. P@1 | RP | MAP@R | Sep. P@1 | R
 def summary_table(found: dict) -> str:
     lines, differences = [], []
     for (dataset, loss, arm), per_seed in found.items():
-        cells = [mean_std([s[c] for s in per_seed.values()]) for c in [*COLUMNS, "seconds"]]
+        summary = seed_summary(per_seed)
+        seconds = [scores["seconds"] for scores in per_seed.values()]
+        spread = f" ± {statistics.stdev(seconds):.0f}" if len(seconds) > 1 else ""
         lines.append(f"| {dataset} | {loss} | {ARM_LABELS[arm]} | {len(per_seed)} | "
-                     + " | ".join(cells) + " |")
+                     + " | ".join(mean_std(summary, c) for c in COLUMNS)
+                     + f" | {statistics.fmean(seconds):.0f}{spread} |")
         base = found.get((dataset, loss, "off"), {})
-        seeds = sorted(set(per_seed) & set(base))
-        if arm == "off" or not seeds:
+        paired = paired_differences(per_seed, base)
+        if arm == "off" or not paired:
             continue
-        cells = [mean_std([per_seed[s][c] - base[s][c] for s in seeds]) for c in COLUMNS]
-        ratio = statistics.fmean(per_seed[s]["seconds"] / base[s]["seconds"] for s in seeds)
-        differences.append(f"| {dataset} | {loss} | {ARM_LABELS[arm]} − off | {len(seeds)} | "
-                           + " | ".join(cells) + f" | {ratio:.1f}x |")
+        summary = seed_summary(paired)
+        ratio = statistics.fmean(per_seed[s]["seconds"] / base[s]["seconds"] for s in paired)
+        differences.append(f"| {dataset} | {loss} | {ARM_LABELS[arm]} − off | {len(paired)} | "
+                           + " | ".join(mean_std(summary, c) for c in COLUMNS)
+                           + f" | {ratio:.1f}x |")
     text = ("Test classes, percent; mean ± standard deviation over seeds; train s = wall-clock "
             "seconds of training and validation (2 folds).\n\n" + HEADER + "\n".join(lines) + "\n")
     if differences:
@@ -178,35 +186,14 @@ def summary_table(found: dict) -> str:
 
 
 def plot(found: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = sorted({(d, loss) for d, loss, _ in found})
-    figure, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), squeeze=False)
-    for axis, (dataset, loss) in zip(axes[0], groups, strict=True):
-        base = found.get((dataset, loss, "off"), {})
-        arms = [a for a in ARMS if a != "off" and (dataset, loss, a) in found]
-        for offset, mode in ((-0.2, C.SEPARATED), (0.2, C.CONCATENATED)):
-            column = f"{mode}_{C.MAP_AT_R}"
-            means, stds, xs = [], [], []
-            for i, arm in enumerate(arms):
-                per_seed = found[(dataset, loss, arm)]
-                deltas = [per_seed[s][column] - base[s][column] for s in per_seed if s in base]
-                if deltas:
-                    xs.append(i + offset)
-                    means.append(statistics.fmean(deltas))
-                    stds.append(statistics.stdev(deltas) if len(deltas) > 1 else 0.0)
-            axis.bar(xs, means, 0.4, yerr=stds, capsize=3, label=f"{mode} MAP@R")
-        axis.axhline(0, color="black", linewidth=0.8)
-        axis.set_xticks(range(len(arms)), [ARM_LABELS[a] for a in arms], rotation=40,
-                        ha="right", fontsize=7)
-        axis.set_title(f"{dataset}, {loss}: arm − off")
-        axis.set_ylabel("points (paired by seed)")
-        axis.legend(fontsize=7)
-    figure.tight_layout()
-    records.save_figure(figure, path)
+    """One panel per (dataset, loss): each arm minus SDM off, paired by seed."""
+    panels: dict = {}
+    for (dataset, loss, arm), per_seed in found.items():
+        paired = paired_differences(per_seed, found.get((dataset, loss, "off"), {}))
+        if arm != "off" and paired:
+            panels.setdefault(f"{dataset}, {loss}: arm − off", {})[ARM_LABELS[arm]] = paired
+    if panels:
+        plot_paired_differences(panels, path)
 
 
 def main() -> None:
@@ -221,6 +208,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--summary-only", action="store_true")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, stop_on_terminate)
     if not args.summary_only:
         for step in args.steps:
             dataset, loss, arms = PLAN[step - 1]
@@ -231,12 +219,17 @@ def main() -> None:
     write_summary(args)
 
 
+def stop_on_terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends the study as Ctrl-C does: the run in progress adds the seconds it spent to
+    its ``study_seconds.json`` before exiting (a SIGKILL loses them)."""
+    raise SystemExit(128 + signum)
+
+
 def write_summary(args: argparse.Namespace) -> None:
     found = collect(args.output)
     text = summary_table(found)
     records.write_text(args.output / "ablation_study.md", text)
-    if found:
-        plot(found, args.output / "ablation_study.png")
+    plot(found, args.output / "ablation_study.png")
     print(text, flush=True)
 
 

@@ -250,33 +250,37 @@ def seed_table(label: str, rows: dict[str, dict[int, dict[str, float]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_ablation(differences: dict[str, dict[int, dict[str, float]]], baseline: str,
-                  path: Path) -> None:
-    """Bars of each group's paired MAP@R differences from ``baseline`` (percentage points),
-    separated and concatenated, error bars the standard deviation over seeds."""
+def plot_paired_differences(panels: dict[str, dict[str, dict[int, dict[str, float]]]],
+                            path: Path) -> None:
+    """One panel per ``{title: {bar label: {seed: {column: difference}}}}``: bars of the mean
+    paired MAP@R difference (percentage points), separated and concatenated, error bars the
+    standard deviation over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = list(differences)
-    figure, axis = plt.subplots(figsize=(max(5.0, 2 + 1.2 * len(groups)), 3.8))
-    for offset, mode in ((-0.2, C.SEPARATED), (0.2, C.CONCATENATED)):
-        column = f"{mode}_{C.MAP_AT_R}"
-        xs, means, stds = [], [], []
-        for i, group in enumerate(groups):
-            summary = seed_summary(differences[group])
-            if column in summary:
-                mean, std = summary[column]
-                xs.append(i + offset)
-                means.append(mean)
-                stds.append(std or 0.0)
-        axis.bar(xs, means, 0.4, yerr=stds, capsize=3, label=f"{mode} MAP@R")
-    axis.axhline(0, color="black", linewidth=0.8)
-    axis.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=8)
-    axis.set_title(f"group − {baseline}, paired by seed")
-    axis.set_ylabel("MAP@R difference (points)")
-    axis.legend(fontsize=7)
+    widths = [max(4.5, 2 + 1.0 * len(groups)) for groups in panels.values()]
+    figure, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 3.8), squeeze=False,
+                                gridspec_kw={"width_ratios": widths})
+    for axis, (title, groups) in zip(axes[0], panels.items(), strict=True):
+        for offset, mode in ((-0.2, C.SEPARATED), (0.2, C.CONCATENATED)):
+            column = f"{mode}_{C.MAP_AT_R}"
+            xs, means, stds = [], [], []
+            for i, per_seed in enumerate(groups.values()):
+                summary = seed_summary(per_seed)
+                if column in summary:
+                    mean, std = summary[column]
+                    xs.append(i + offset)
+                    means.append(mean)
+                    stds.append(std or 0.0)
+            axis.bar(xs, means, 0.4, yerr=stds, capsize=3, label=f"{mode} MAP@R")
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_xlim(-0.7, max(len(groups), 2) - 0.3)
+        axis.set_xticks(range(len(groups)), list(groups), rotation=30, ha="right", fontsize=8)
+        axis.set_title(title, fontsize=9)
+        axis.set_ylabel("MAP@R difference (points)")
+        axis.legend(fontsize=7)
     figure.tight_layout()
     records.save_figure(figure, path)
 
@@ -298,7 +302,8 @@ def ablation_section(groups: dict[str, dict[int, Experiment]], baseline: str,
         text += ("\nGroup minus baseline, paired by seed (percentage points, positive = better "
                  "than the baseline; only the seeds both have):\n\n"
                  + seed_table(f"group − {baseline}", paired))
-        plot_ablation(paired, baseline, output / "ablation.png")
+        plot_paired_differences({f"group − {baseline}, paired by seed": paired},
+                                output / "ablation.png")
         text += "\n![group minus baseline, MAP@R](ablation.png)\n"
     unpaired = [f"{group} (seeds {', '.join(map(str, groups[group]))})"
                 for group, found in differences.items() if not found]
