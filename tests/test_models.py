@@ -343,6 +343,28 @@ def test_same_padding_matches_a_hand_computation():
         assert out.tolist() == [[4.0, 6.0, 4.0], [6.0, 9.0, 6.0], [4.0, 6.0, 4.0]]
 
 
+@pytest.mark.parametrize("kernel, stride, side", [(1, 1, 6), (3, 1, 6), (5, 1, 7), (3, 2, 7),
+                                                  (3, 2, 6), (5, 2, 8), (5, 2, 9)])
+def test_same_padding_equals_explicitly_padded_input(kernel, stride, side):
+    # Symmetric padding is left to the convolution, asymmetric goes through F.pad; both
+    # must equal the convolution of the input zero-padded by hand as TensorFlow's SAME does.
+    torch.manual_seed(kernel * 10 + stride + side)
+    conv = _SamePadConv2d(4, 6, kernel, stride=stride)
+    images = torch.randn(2, 4, side, side, requires_grad=True)
+    total = max((-(-side // stride) - 1) * stride + kernel - side, 0)
+    before = total // 2  # the extra row and column of an odd total go after
+    padded = torch.zeros(2, 4, side + total, side + total)
+    padded[:, :, before:before + side, before:before + side] = images
+    expected = F.conv2d(padded, conv.weight, stride=stride)
+    output = conv(images)
+    assert output.shape[-1] == -(-side // stride)
+    torch.testing.assert_close(output, expected, rtol=0, atol=1e-6)
+    grads = torch.autograd.grad(output.square().sum(), (images, conv.weight))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (images, conv.weight))
+    for grad, reference in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, reference, rtol=0, atol=1e-5)
+
+
 def test_efficientnet_lite0_shipped_weights_load_and_recognise_a_photo():
     trunk = build_trunk("efficientnet_lite0")  # strict load of the package's file, less _fc
     assert (trunk.output_dim, trunk.input_convention) == (1280, "imagenet")

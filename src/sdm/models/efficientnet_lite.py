@@ -49,6 +49,11 @@ class _SamePadConv2d(nn.Conv2d):
                                         reversed(self.stride), strict=True):
             total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
             pads += [total // 2, total - total // 2]
+        if pads[0] == pads[1] and pads[2] == pads[3]:
+            # Symmetric (always for 1x1 and stride-1 convolutions): the convolution pads
+            # itself, which spares copying the input into a padded tensor.
+            return F.conv2d(x, self.weight, None, self.stride, (pads[2], pads[0]),
+                            self.dilation, self.groups)
         return super().forward(F.pad(x, pads))
 
 
