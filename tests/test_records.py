@@ -38,6 +38,14 @@ def test_csv_round_trip(tmp_path):
                                                     {"epoch": "0", "m": "0.25"}]
 
 
+def test_csv_columns_are_the_union_of_the_rows_keys(tmp_path):
+    rows = [{"method": "one fold", "m": 1.5}, {"method": "four folds", "m": 2.0, "m_std": 0.5},
+            {"method": "paper"}]
+    records.write_csv(tmp_path / "r.csv", rows)
+    assert (tmp_path / "r.csv").read_text().splitlines() == [
+        "method,m,m_std", "one fold,1.5,", "four folds,2.0,0.5", "paper,,"]
+
+
 def test_run_info_has_seed_versions_and_git():
     info = records.run_info(seed=11)
     assert info["seed"] == 11

@@ -75,10 +75,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """All ``rows`` (dicts with the same keys as the first) as one CSV, atomically."""
+    """All ``rows`` as one CSV, atomically; the columns are every key of any row in the order
+    they first appear, and a row without a column leaves its cell empty."""
     buffer = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     write_text(path, buffer.getvalue())

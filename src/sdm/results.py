@@ -81,7 +81,8 @@ def _without_none(tree: Any) -> Any:
 
 def percent_row(name: str, scores: ModelSetScores) -> dict[str, Any]:
     """One table row: method name and the six numbers in percent (concatenated, separated),
-    with the spread over fold models of the separated ones."""
+    with the spread over fold models of the separated ones (left out for one model, where
+    there is no spread to show)."""
     row: dict[str, Any] = {"method": name}
     if scores.concatenated is not None:
         for metric in C.METRIC_NAMES:
@@ -89,8 +90,9 @@ def percent_row(name: str, scores: ModelSetScores) -> dict[str, Any]:
     if scores.separated is not None:
         for metric in C.METRIC_NAMES:
             row[f"{C.SEPARATED}_{metric}"] = round(100 * scores.separated.mean[metric], 2)
-        for metric in C.METRIC_NAMES:
-            row[f"{C.SEPARATED}_{metric}_std"] = round(100 * scores.separated.std[metric], 2)
+        if scores.num_models > 1:
+            for metric in C.METRIC_NAMES:
+                row[f"{C.SEPARATED}_{metric}_std"] = round(100 * scores.separated.std[metric], 2)
     return row
 
 
