@@ -19,7 +19,9 @@ Resumable and appendable: each run is one experiment folder under ``--experiment
 interrupted runs resume from it. A finished run's numbers go into the ledger
 ``<output>/ablation_study.json`` (committed with the repository), and a run in the ledger is
 never run again, so a later session on a fresh checkout continues where the last one stopped.
-Each run's wall-clock seconds are summed over invocations in its ``study_seconds.json``, and
+Each run's wall-clock seconds are summed over invocations in its ``study_seconds.json`` (stop
+the study with ``kill PID``, SIGTERM, so that the run in progress adds its seconds; a process
+started in the background with ``&`` ignores Ctrl-C's SIGINT, and SIGKILL loses them), and
 the ledger says how its SDM passes ran ("batched" for the runs made before the engine ran them
 one after another on a CPU by default; the same method, other random draws).
 Writes ``ablation_study.{md,png}`` from the ledger.
@@ -64,7 +66,8 @@ PLAN = [
     ("icons", "ms", ("off", "paper")),
     ("glyphs", "ms", ("off", "paper", "dropout_only")),
     ("icons", "ms", ("converged",)),
-    ("icons", "ms", ("dropout_only", "mean", "masks_only")),
+    ("icons", "ms", ("dropout_only", "masks_only")),
+    ("icons", "ms", ("mean",)),
     ("icons", "contrast", ("off", "paper", "dropout_only", "mean", "masks_only")),
     ("icons", "contrast", ("converged",)),
     ("icons", "ms", ("t2", "t4")),
