@@ -43,12 +43,17 @@ class _SamePadConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, groups=groups,
                          bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def same_pads(self, x: torch.Tensor) -> list[int]:
+        """F.pad's ``[left, right, top, bottom]`` for ``x``: the odd pixel goes after."""
         pads = []
         for size, kernel, stride in zip(reversed(x.shape[-2:]), reversed(self.kernel_size),
                                         reversed(self.stride), strict=True):
             total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
             pads += [total // 2, total - total // 2]
+        return pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = self.same_pads(x)
         if pads[0] == pads[1] and pads[2] == pads[3]:
             # Symmetric (always for 1x1 and stride-1 convolutions): the convolution pads
             # itself, which spares copying the input into a padded tensor.
