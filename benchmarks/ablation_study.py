@@ -30,6 +30,7 @@ Writes ``ablation_study.{md,png}`` from the ledger.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import statistics
 import time
@@ -59,6 +60,13 @@ ARM_LABELS = {"off": "(a) off", "paper": "(b) paper", "dropout_only": "(c) trunk
 DATASETS = {"icons": [], "glyphs": [PACKAGED_CONFIGS / "glyphs_pretrained.yaml"]}
 SHORTENED = ["training.folds=[0,1]"]
 TIMING_FILE = "study_seconds.json"
+# SDM's T=8 step, its passes one after another with the shared stem, costs 7.7 baseline steps
+# of EfficientNet-Lite0 at 64 px on this CPU (`python benchmarks/sdm_cost.py --trunk
+# efficientnet_lite0 --side 64 --loss multi_similarity`), so the paper arm's epochs are worth
+# 7.7 times as many baseline epochs (rounded up).
+STEP_COST_T8 = 7.7
+PAPER_EPOCHS = 4
+COMPUTE_MATCHED_EPOCHS = math.ceil(PAPER_EPOCHS * STEP_COST_T8)
 LEDGER = "ablation_study.json"
 
 # The plan in priority order: (dataset, loss, arms); every step runs all seeds.
@@ -128,8 +136,18 @@ def record(output: Path, dataset: str, loss: str, arm: str, seed: int, folder: P
     batched = batched_passes(config, resolve_device(config.training.device))
     ledger[run_name(dataset, loss, arm, seed)] = {
         "dataset": dataset, "loss": loss, "arm": arm, "seed": seed, "scores": scores(folder),
-        "passes_run": "batched" if batched else "one after another"}
+        "passes_run": "batched" if batched else "one after another",
+        "validation": validation_curves(folder, config.training.folds)}
     records.write_json(output / LEDGER, ledger)
+
+
+def validation_curves(folder: Path, folds: list[int]) -> dict[str, list[list[float]]]:
+    """``{fold: [[epoch, validation MAP@R in percent], ...]}`` from each fold's metrics.csv."""
+    curves = {}
+    for fold in folds:
+        rows = records.read_csv(folder / C.FOLD_FOLDER.format(fold=fold) / C.METRICS_CSV)
+        curves[str(fold)] = [[int(row["epoch"]), 100 * float(row[C.MAP_AT_R])] for row in rows]
+    return curves
 
 
 def scores(folder: Path) -> dict[str, float]:
@@ -152,8 +170,8 @@ def collect(output: Path) -> dict[tuple[str, str, str], dict[int, dict[str, floa
     return found
 
 
-def mean_std(summary: dict[str, tuple[float, float | None]], column: str) -> str:
-    mean, std = summary[column]
+def mean_std(value: tuple[float, float | None]) -> str:
+    mean, std = value
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
@@ -168,7 +186,7 @@ def summary_table(found: dict) -> str:
         seconds = [scores["seconds"] for scores in per_seed.values()]
         spread = f" ± {statistics.stdev(seconds):.0f}" if len(seconds) > 1 else ""
         lines.append(f"| {dataset} | {loss} | {ARM_LABELS[arm]} | {len(per_seed)} | "
-                     + " | ".join(mean_std(summary, c) for c in COLUMNS)
+                     + " | ".join(mean_std(summary[c]) for c in COLUMNS)
                      + f" | {statistics.fmean(seconds):.0f}{spread} |")
         base = found.get((dataset, loss, "off"), {})
         paired = paired_differences(per_seed, base)
@@ -177,7 +195,7 @@ def summary_table(found: dict) -> str:
         summary = seed_summary(paired)
         ratio = statistics.fmean(per_seed[s]["seconds"] / base[s]["seconds"] for s in paired)
         differences.append(f"| {dataset} | {loss} | {ARM_LABELS[arm]} − off | {len(paired)} | "
-                           + " | ".join(mean_std(summary, c) for c in COLUMNS)
+                           + " | ".join(mean_std(summary[c]) for c in COLUMNS)
                            + f" | {ratio:.1f}x |")
     text = ("Test classes, percent; mean ± standard deviation over seeds; train s = wall-clock "
             "seconds of training and validation (2 folds).\n\n" + HEADER + "\n".join(lines) + "\n")
@@ -186,6 +204,48 @@ def summary_table(found: dict) -> str:
                  "baseline; last column: training time relative to the baseline's):\n\n"
                  + HEADER.replace("| train s |", "| time |") + "\n".join(differences) + "\n")
     return text
+
+
+def best_validation(entry: dict, last_epoch: int | None = None) -> float:
+    """Best validation MAP@R (percent) over epochs 0..last_epoch (all when None), the epochs
+    the engine picks its best from, averaged over the run's folds."""
+    return statistics.fmean(
+        max(value for epoch, value in curve
+            if epoch >= 0 and (last_epoch is None or epoch <= last_epoch))
+        for curve in entry["validation"].values())
+
+
+def compute_matched_table(ledger: dict[str, dict]) -> str:
+    """Validation MAP@R of (a), (b) and (g), the latter also cut at SDM's compute, per
+    (dataset, loss) with all three recorded (with curves) for the same seeds."""
+    lines = []
+    for dataset, loss in dict.fromkeys((d, loss) for d, loss, _ in PLAN):
+        runs = {arm: {seed: ledger.get(run_name(dataset, loss, arm, seed)) for seed in SEEDS}
+                for arm in ("off", "paper", "converged")}
+        seeds = [s for s in SEEDS if all(runs[a][s] and "validation" in runs[a][s] for a in runs)]
+        if not seeds:
+            continue
+        paper = [best_validation(runs["paper"][s]) for s in seeds]
+        matched = [best_validation(runs["converged"][s], COMPUTE_MATCHED_EPOCHS) for s in seeds]
+        columns = [[best_validation(runs["off"][s]) for s in seeds], paper, matched,
+                   [best_validation(runs["converged"][s]) for s in seeds],
+                   [m - p for m, p in zip(matched, paper, strict=True)]]
+        lines.append(f"| {dataset} | {loss} | {len(seeds)} | "
+                     + " | ".join(mean_std(summarize(c)) for c in columns) + " |")
+    if not lines:
+        return ""
+    return (f"\nValidation MAP@R at equal compute (percent; best epoch, mean of the folds; "
+            f"mean ± std over seeds). SDM's T=8 step costs {STEP_COST_T8}x a baseline step "
+            f"here, so (b)'s {PAPER_EPOCHS} epochs are worth {COMPUTE_MATCHED_EPOCHS} baseline "
+            "epochs. A best over more epochs is favoured by its own selection, so the longer "
+            "columns lean optimistic:\n\n"
+            "| data | loss | seeds | (a) off | (b) paper | (g) ≤ "
+            f"{COMPUTE_MATCHED_EPOCHS} epochs | (g) all epochs | (g) ≤ {COMPUTE_MATCHED_EPOCHS}"
+            " − (b) |\n|-|-|-|-:|-:|-:|-:|-:|\n" + "\n".join(lines) + "\n")
+
+
+def summarize(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def plot(found: dict, path: Path) -> None:
@@ -230,7 +290,7 @@ def stop_on_terminate(signum: int, frame: object) -> None:
 
 def write_summary(args: argparse.Namespace) -> None:
     found = collect(args.output)
-    text = summary_table(found)
+    text = summary_table(found) + compute_matched_table(read_ledger(args.output))
     records.write_text(args.output / "ablation_study.md", text)
     plot(found, args.output / "ablation_study.png")
     print(text, flush=True)
