@@ -73,8 +73,8 @@ LEDGER = "ablation_study.json"
 PLAN = [
     ("icons", "ms", ("off", "paper")),
     ("glyphs", "ms", ("off", "paper", "dropout_only")),
-    ("icons", "ms", ("converged",)),
     ("icons", "ms", ("dropout_only", "masks_only")),
+    ("icons", "ms", ("converged",)),
     ("icons", "ms", ("mean",)),
     ("icons", "contrast", ("off", "paper", "dropout_only", "mean", "masks_only")),
     ("icons", "contrast", ("converged",)),
