@@ -13,6 +13,7 @@ the baseline group seed by seed, and ``ablation.png`` plots the paired MAP@R dif
 from __future__ import annotations
 
 import csv
+import math
 import re
 import statistics
 from importlib import resources
@@ -273,7 +274,7 @@ def plot_paired_differences(panels: dict[str, dict[str, dict[int, dict[str, floa
                     mean, std = summary[column]
                     xs.append(i + offset)
                     means.append(mean)
-                    stds.append(std or 0.0)
+                    stds.append(math.nan if std is None else std)  # one seed: no bar
             axis.bar(xs, means, 0.4, yerr=stds, capsize=3, label=f"{mode} MAP@R")
         axis.axhline(0, color="black", linewidth=0.8)
         axis.set_xlim(-0.7, max(len(groups), 2) - 0.3)
