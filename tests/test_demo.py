@@ -2,9 +2,11 @@
 the pretrained EfficientNet-Lite0 of the real demo."""
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib
+import pytest
 
 from sdm import constants as C
 from sdm.cli import main
@@ -36,4 +38,8 @@ def test_quick_demo_trains_evaluates_and_prints_the_table(tmp_path, capsys):
     difference = maps["quick_sdm"] - maps["quick_baseline"]
     assert f"SDM minus baseline, test MAP@R: {difference:+.2f} points" in out
     assert ("did not beat the baseline" in out) == (difference <= 0)
+    times = re.search(r"SDM trained for (\d+) s, the baseline for (\d+) s \((\d+\.\d)x", out)
+    assert times is not None
+    sdm_seconds, baseline_seconds = int(times[1]), int(times[2])
+    assert float(times[3]) == pytest.approx(sdm_seconds / max(baseline_seconds, 1), abs=0.6)
 
