@@ -45,6 +45,8 @@ from sdm.engine.experiment import ExperimentFolder, experiment_folder, run_exper
 from sdm.report import (
     COLUMNS,
     Experiment,
+    format_mean_std,
+    mean_and_std,
     paired_differences,
     percent_scores,
     plot_paired_differences,
@@ -157,9 +159,8 @@ def scores(folder: Path) -> dict[str, float]:
     return found
 
 
-def collect(output: Path) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
+def collect(ledger: dict[str, dict]) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
     """{(dataset, loss, arm): {seed: scores}} of the ledger, in the plan's order."""
-    ledger = read_ledger(output)
     found: dict = {}
     for dataset, loss, arms in PLAN:
         for arm in arms:
@@ -170,11 +171,6 @@ def collect(output: Path) -> dict[tuple[str, str, str], dict[int, dict[str, floa
     return found
 
 
-def mean_std(value: tuple[float, float | None]) -> str:
-    mean, std = value
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
-
-
 HEADER = ("| data | loss | arm | seeds | Concat. P@1 | RP | MAP@R | Sep. P@1 | RP | MAP@R "
           "| train s |\n|-|-|-|-|-:|-:|-:|-:|-:|-:|-:|\n")
 
@@ -183,11 +179,10 @@ def summary_table(found: dict) -> str:
     lines, differences = [], []
     for (dataset, loss, arm), per_seed in found.items():
         summary = seed_summary(per_seed)
-        seconds = [scores["seconds"] for scores in per_seed.values()]
-        spread = f" ± {statistics.stdev(seconds):.0f}" if len(seconds) > 1 else ""
+        seconds, spread = mean_and_std([scores["seconds"] for scores in per_seed.values()])
         lines.append(f"| {dataset} | {loss} | {ARM_LABELS[arm]} | {len(per_seed)} | "
-                     + " | ".join(mean_std(summary[c]) for c in COLUMNS)
-                     + f" | {statistics.fmean(seconds):.0f}{spread} |")
+                     + " | ".join(format_mean_std(*summary[c]) for c in COLUMNS)
+                     + f" | {seconds:.0f}{'' if spread is None else f' ± {spread:.0f}'} |")
         base = found.get((dataset, loss, "off"), {})
         paired = paired_differences(per_seed, base)
         if arm == "off" or not paired:
@@ -195,7 +190,7 @@ def summary_table(found: dict) -> str:
         summary = seed_summary(paired)
         ratio = statistics.fmean(per_seed[s]["seconds"] / base[s]["seconds"] for s in paired)
         differences.append(f"| {dataset} | {loss} | {ARM_LABELS[arm]} − off | {len(paired)} | "
-                           + " | ".join(mean_std(summary[c]) for c in COLUMNS)
+                           + " | ".join(format_mean_std(*summary[c]) for c in COLUMNS)
                            + f" | {ratio:.1f}x |")
     text = ("Test classes, percent; mean ± standard deviation over seeds; train s = wall-clock "
             "seconds of training and validation (2 folds).\n\n" + HEADER + "\n".join(lines) + "\n")
@@ -231,7 +226,7 @@ def compute_matched_table(ledger: dict[str, dict]) -> str:
                    [best_validation(runs["converged"][s]) for s in seeds],
                    [m - p for m, p in zip(matched, paper, strict=True)]]
         lines.append(f"| {dataset} | {loss} | {len(seeds)} | "
-                     + " | ".join(mean_std(summarize(c)) for c in columns) + " |")
+                     + " | ".join(format_mean_std(*mean_and_std(c)) for c in columns) + " |")
     if not lines:
         return ""
     return (f"\nValidation MAP@R at equal compute (percent; best epoch, mean of the folds; "
@@ -242,10 +237,6 @@ def compute_matched_table(ledger: dict[str, dict]) -> str:
             "| data | loss | seeds | (a) off | (b) paper | (g) ≤ "
             f"{COMPUTE_MATCHED_EPOCHS} epochs | (g) all epochs | (g) ≤ {COMPUTE_MATCHED_EPOCHS}"
             " − (b) |\n|-|-|-|-:|-:|-:|-:|-:|\n" + "\n".join(lines) + "\n")
-
-
-def summarize(values: list[float]) -> tuple[float, float | None]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def plot(found: dict, path: Path) -> None:
@@ -289,8 +280,9 @@ def stop_on_terminate(signum: int, frame: object) -> None:
 
 
 def write_summary(args: argparse.Namespace) -> None:
-    found = collect(args.output)
-    text = summary_table(found) + compute_matched_table(read_ledger(args.output))
+    ledger = read_ledger(args.output)
+    found = collect(ledger)
+    text = summary_table(found) + compute_matched_table(ledger)
     records.write_text(args.output / "ablation_study.md", text)
     plot(found, args.output / "ablation_study.png")
     print(text, flush=True)

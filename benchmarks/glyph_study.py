@@ -26,6 +26,7 @@ from sdm.constants import CONCATENATED, SEPARATED, TABLE_ORDER
 from sdm.engine.build import load_experiment_dataset
 from sdm.engine.evaluate import evaluate_experiment
 from sdm.engine.experiment import experiment_folder, run_experiment
+from sdm.report import format_mean_std, mean_and_std
 from sdm.results import read_results, results_file, write_results
 
 CONFIGS = PACKAGED_CONFIGS / "glyphs"
@@ -74,9 +75,7 @@ def collect(root: Path, seeds: list[int], t1_losses: list[str]) -> dict:
 
 
 def mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+    return format_mean_std(*mean_and_std(values))
 
 
 def summary_table(found: dict) -> str:

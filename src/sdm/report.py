@@ -222,6 +222,17 @@ def paired_differences(group: dict[int, dict[str, float]], baseline: dict[int, d
             for seed in sorted(set(group) & set(baseline))}
 
 
+def mean_and_std(values: list[float]) -> tuple[float, float | None]:
+    """(mean, ``statistics.stdev`` (n - 1)) of ``values``; the standard deviation is None for
+    a single value."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def format_mean_std(mean: float, std: float | None) -> str:
+    """``"12.34 ± 0.56"``, or the mean alone when there is no standard deviation."""
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
 def seed_summary(per_seed: dict[int, dict[str, float]]) -> dict[str, tuple[float, float | None]]:
     """``{column: (mean, standard deviation)}`` over the seeds, in the values' units (percent
     or percentage points), for the columns every seed has; the standard deviation is
@@ -230,8 +241,7 @@ def seed_summary(per_seed: dict[int, dict[str, float]]) -> dict[str, tuple[float
     for column in COLUMNS:
         values = [scores[column] for scores in per_seed.values() if column in scores]
         if values and len(values) == len(per_seed):
-            std = statistics.stdev(values) if len(values) > 1 else None
-            summary[column] = (statistics.fmean(values), std)
+            summary[column] = mean_and_std(values)
     return summary
 
 
@@ -242,11 +252,8 @@ def seed_table(label: str, rows: dict[str, dict[int, dict[str, float]]]) -> str:
              "|-|-:|-:|-:|-:|-:|-:|-:|"]
     for name, per_seed in rows.items():
         summary = seed_summary(per_seed)
-        cells = []
-        for column in COLUMNS:
-            mean, std = summary.get(column, (None, None))
-            text = "-" if mean is None else f"{mean:.2f}"
-            cells.append(text if std is None else f"{text} ± {std:.2f}")
+        cells = [format_mean_std(*summary[column]) if column in summary else "-"
+                 for column in COLUMNS]
         lines.append(f"| {name} | {len(per_seed)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
