@@ -161,10 +161,11 @@ def scores(folder: Path) -> dict[str, float]:
 
 
 def collect(ledger: dict[str, dict]) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
-    """{(dataset, loss, arm): {seed: scores}} of the ledger, in the plan's order."""
+    """{(dataset, loss, arm): {seed: scores}} of the ledger: (dataset, loss) in the plan's
+    order, each one's arms in ``ARMS`` order, (a) to (g)."""
     found: dict = {}
-    for dataset, loss, arms in PLAN:
-        for arm in arms:
+    for dataset, loss in dict.fromkeys((d, loss) for d, loss, _ in PLAN):
+        for arm in ARMS:
             for seed in SEEDS:
                 entry = ledger.get(run_name(dataset, loss, arm, seed))
                 if entry is not None:
