@@ -48,3 +48,13 @@ def test_the_equal_compute_table_pairs_g_cut_at_sdm_compute_with_b_by_seed():
             "| 2.00 ± 1.41 |") in text
     assert "glyphs" not in text
     assert study.compute_matched_table({}) == ""
+
+
+def test_each_loss_lists_its_arms_from_a_to_g_whatever_the_plan_order():
+    ledger = {study.run_name(dataset, "ms", arm, 0): {"scores": {"seconds": 1.0}}
+              for dataset in ("glyphs", "icons")
+              for arm in ("converged", "t4", "mean", "off", "paper")}
+    found = study.collect(ledger)
+    assert list(found) == [("icons", "ms", arm) for arm in ("off", "paper", "mean", "t4",
+                                                            "converged")] + [
+        ("glyphs", "ms", arm) for arm in ("off", "paper", "mean", "t4", "converged")]
