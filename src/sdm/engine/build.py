@@ -23,6 +23,7 @@ from sdm.constants import RESIZE
 from sdm.data.datasets import ImageDataset, load_dataset
 from sdm.data.splits import Splits, dataset_splits
 from sdm.data.transforms import build_transform
+from sdm.errors import UserInputError
 from sdm.engine.precision import TrainingPrecision, training_precision
 from sdm.losses import build_loss, build_miner
 from sdm.models.embedder import Embedder
@@ -30,11 +31,34 @@ from sdm.models.embedding_model import EmbeddingModel
 from sdm.models.trunks import build_trunk, input_convention
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as torch spells it."""
+DEVICE_PATTERN = re.compile(r"cpu|mps|cuda(:\d+)?")
+
+
+def resolve_device(name: str, source: str = "training.device") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; else the device ``name`` when this machine
+    has it (see ``check_device``; ``source`` names the setting in its message)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(name, source)
     return torch.device(name)
+
+
+def check_device(device: str, source: str) -> None:
+    """UserInputError, prefixed with ``source`` (e.g. ``--devices``), unless ``device`` is
+    ``cpu``, ``mps`` when available, or ``cuda`` / ``cuda:N`` with N below
+    ``torch.cuda.device_count()``; for a missing CUDA device it names the available ones."""
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise UserInputError(f"{source}: unknown device {device!r}; "
+                             "expected cpu, cuda, cuda:N or mps")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserInputError(f"{source}: mps is not available on this machine")
+    if device.startswith("cuda"):
+        index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            available = (", ".join(f"cuda:{i}" for i in range(count)) if count
+                         else "none (no CUDA device is visible)")
+            raise UserInputError(f"{source}: {device} does not exist; available CUDA "
+                                 f"devices: {available}")
 
 
 def build_precision(config: DictConfig, device: torch.device) -> TrainingPrecision:
@@ -96,10 +120,12 @@ def build_sampler(config: DictConfig, labels: np.ndarray) -> MPerClassSampler:
 
 
 def build_model(config: DictConfig) -> EmbeddingModel:
-    """Trunk + embedder; the trunk's feature dropout is on only with SDM."""
+    """Trunk + embedder; the trunk's feature dropout (at ``sdm.perturb_at``) is on only
+    with SDM."""
     feature_dropout = config.sdm.feature_dropout if config.sdm.enabled else 0.0
     trunk = build_trunk(config.model.trunk, pretrained=config.model.pretrained,
-                        weights_path=config.model.weights_path, feature_dropout=feature_dropout)
+                        weights_path=config.model.weights_path, feature_dropout=feature_dropout,
+                        perturb_at=config.sdm.perturb_at)
     embedder = Embedder(trunk.output_dim, list(config.model.embedding_sizes))
     return EmbeddingModel(trunk.module, embedder)
 

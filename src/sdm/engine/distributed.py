@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sdm.models.stages import FeatureDropout
+
 MAIN_RANK = 0
 
 
@@ -115,9 +117,10 @@ def share_random_state() -> None:
     torch.set_rng_state(torch_state)
 
 
-class GlobalBatchDropout2d(nn.Dropout2d):
-    """``nn.Dropout2d`` that draws the channel masks of the whole global batch and applies
-    this rank's slice, so that ranks together use the masks one process would draw.
+class GlobalBatchFeatureDropout(FeatureDropout):
+    """``FeatureDropout`` that draws the masks of the whole global batch and applies this
+    rank's slice, so that ranks together use the masks one process would draw (channel masks
+    on (N, C, H, W) maps, element masks on (N, C) vectors, drawn alike).
 
     The input is k blocks of ``local_batch`` images (k = T passes batched, or 1); the masks
     are drawn as for k blocks of ``local_batch * world_size`` images, rank-major in a block.
@@ -144,11 +147,11 @@ class GlobalBatchDropout2d(nn.Dropout2d):
 
 def use_global_batch_dropout(trunk: nn.Module, local_batch: int,
                              context: DistributedContext) -> None:
-    """Replaces the trunk's ``feature_dropout`` (an ``nn.Dropout2d``) by a
-    ``GlobalBatchDropout2d`` of the same rate; a trunk without one is left as it is."""
+    """Replaces the trunk's ``feature_dropout`` (a ``FeatureDropout``) by a
+    ``GlobalBatchFeatureDropout`` of the same rate; a trunk without one is left as it is."""
     dropout = getattr(trunk, "feature_dropout", None)
-    if isinstance(dropout, nn.Dropout2d) and not isinstance(dropout, GlobalBatchDropout2d):
-        trunk.feature_dropout = GlobalBatchDropout2d(dropout.p, local_batch, context)
+    if isinstance(dropout, FeatureDropout) and not isinstance(dropout, GlobalBatchFeatureDropout):
+        trunk.feature_dropout = GlobalBatchFeatureDropout(dropout.p, local_batch, context)
 
 
 def data_parallel(model: nn.Module, global_batch_size: int, context: DistributedContext,

@@ -79,7 +79,7 @@ def prepare_model(model: EmbeddingModel, precision: TrainingPrecision) -> Embedd
         model.to(memory_format=torch.channels_last)
     if precision.compile:
         trunk = model.trunk
-        for name in ("stem", "from_stem"):
+        for name in ("prefix", "suffix"):
             method = getattr(trunk, name, None)
             if callable(method):
                 setattr(trunk, name, torch.compile(method))

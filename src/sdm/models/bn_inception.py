@@ -13,10 +13,13 @@ logits when built with a classifier. 224x224 and 227x227 inputs both end in a 7x
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sdm.models.stages import POOLED, STEM, FeatureDropout, Stage, StagedTrunk
 
 FEATURE_DIM = 1024
 
@@ -76,18 +79,23 @@ def _nearest_fitting(side: int) -> list[int]:
     return [n for n in (below, above) if n is not None]
 
 
-class BNInception(nn.Module):
+class BNInception(StagedTrunk, nn.Module):
     """BN-Inception trunk; ``num_classes=None`` leaves out the classifier ``last_linear``.
 
-    ``feature_dropout`` is the rate of an ``nn.Dropout2d`` on the output of the first 7x7
-    convolution, before its BatchNorm (SDM's trunk perturbation); 0 makes it the identity.
-    It has no parameters, follows the module's train/eval mode, and its rate can be changed
-    later through ``self.feature_dropout.p``.
+    Stages (the points of ``perturb_at``): ``stem`` (the first 7x7 convolution, before its
+    BatchNorm: the paper's place, the default), ``conv2`` (that BatchNorm, pooling and the
+    3x3 convolutions), one stage per inception block (``inception_3a`` .. ``inception_5b``,
+    the last one's output being the final feature map) and ``pooled``. ``feature_dropout`` is
+    the rate of the ``FeatureDropout`` at that point (SDM's trunk perturbation); 0 makes it
+    the identity. It has no parameters, follows the module's train/eval mode, and its rate can
+    be changed later through ``self.feature_dropout.p``.
     """
 
-    def __init__(self, num_classes: int | None = None, feature_dropout: float = 0.0):
+    def __init__(self, num_classes: int | None = None, feature_dropout: float = 0.0,
+                 perturb_at: str = STEM):
         super().__init__()
-        self.feature_dropout = nn.Dropout2d(feature_dropout)
+        self.feature_dropout = FeatureDropout(feature_dropout)
+        self.perturb_at = perturb_at
         self._conv_bn("conv1_7x7_s2", 3, 64, kernel_size=7, stride=2, padding=3)
         self._conv_bn("conv2_3x3_reduce", 64, 64, kernel_size=1)
         self._conv_bn("conv2_3x3", 64, _STEM_CHANNELS, kernel_size=3, padding=1)
@@ -147,8 +155,12 @@ class BNInception(nn.Module):
             branches.append(self._conv_bn_relu(f"{name}_pool_proj", pooled))
         return torch.cat(branches, dim=1)
 
-    def stem(self, images: torch.Tensor) -> torch.Tensor:
-        """The first 7x7 convolution: everything before the feature dropout."""
+    def stages(self) -> list[Stage]:
+        blocks = [Stage(spec.name, partial(self._inception, spec)) for spec in _BLOCKS]
+        return [Stage(STEM, self._stem), Stage("conv2", self._conv2), *blocks,
+                Stage(POOLED, _pool)]
+
+    def _stem(self, images: torch.Tensor) -> torch.Tensor:
         for size in images.shape[-2:]:
             if not side_fits(size):
                 raise ValueError(
@@ -157,25 +169,25 @@ class BNInception(nn.Module):
                     f"{_nearest_fitting(size)} (224 and 227 do).")
         return self.conv1_7x7_s2(images)
 
-    def features_from_stem(self, x: torch.Tensor) -> torch.Tensor:
-        """The stem's output -> the last inception block's (B, 1024, h, w) map."""
-        x = F.relu(self.conv1_7x7_s2_bn(self.feature_dropout(x)), inplace=True)
+    def _conv2(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1_7x7_s2_bn(x), inplace=True)
         x = F.max_pool2d(x, 3, stride=2, ceil_mode=True)
         x = self._conv_bn_relu("conv2_3x3_reduce", x)
         x = self._conv_bn_relu("conv2_3x3", x)
-        x = F.max_pool2d(x, 3, stride=2, ceil_mode=True)
-        for spec in _BLOCKS:
-            x = self._inception(spec, x)
-        return x
+        return F.max_pool2d(x, 3, stride=2, ceil_mode=True)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> the last inception block's (B, 1024, h, w) map."""
-        return self.features_from_stem(self.stem(images))
-
-    def from_stem(self, x: torch.Tensor) -> torch.Tensor:
-        """The rest of the trunk, from the feature dropout on: ``forward = from_stem(stem(.))``."""
-        pooled = torch.flatten(F.adaptive_avg_pool2d(self.features_from_stem(x), 1), 1)
-        return pooled if self.last_linear is None else self.last_linear(pooled)
+        """(B, 3, H, W) -> the last inception block's (B, 1024, h, w) map, without the
+        feature dropout."""
+        x = images
+        for stage in self.stages()[:-1]:
+            x = stage.run(x)
+        return x
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.from_stem(self.stem(images))
+        pooled = self.suffix(self.prefix(images))
+        return pooled if self.last_linear is None else self.last_linear(pooled)
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)

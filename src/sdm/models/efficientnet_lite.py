@@ -13,10 +13,13 @@ Output: (B, 1280) globally average-pooled features, or (B, num_classes) logits.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sdm.models.stages import POOLED, STEM, FeatureDropout, Stage, StagedTrunk
 
 FEATURE_DIM = 1280
 _STEM_CHANNELS = 32
@@ -92,17 +95,22 @@ class _MBConv(nn.Module):
         return x + inputs if self.residual else x
 
 
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite0(StagedTrunk, nn.Module):
     """EfficientNet-Lite0 trunk; ``num_classes=None`` leaves out the classifier ``_fc``.
 
-    ``feature_dropout`` is the rate of an ``nn.Dropout2d`` on the output of the stem
-    convolution, before its BatchNorm (SDM's trunk perturbation); it has no parameters and its
+    Stages (the points of ``perturb_at``): ``stem`` (the stem convolution, before its
+    BatchNorm: the paper's place, the default), ``stage1`` .. ``stage7`` (the seven stages of
+    MBConv blocks; ``stage1`` starts with the stem's BatchNorm), ``head`` (the 1x1 head
+    convolution: the final feature map) and ``pooled``. ``feature_dropout`` is the rate of the
+    ``FeatureDropout`` at that point (SDM's trunk perturbation); it has no parameters and its
     rate can be changed later through ``self.feature_dropout.p``.
     """
 
-    def __init__(self, num_classes: int | None = None, feature_dropout: float = 0.0):
+    def __init__(self, num_classes: int | None = None, feature_dropout: float = 0.0,
+                 perturb_at: str = STEM):
         super().__init__()
-        self.feature_dropout = nn.Dropout2d(feature_dropout)
+        self.feature_dropout = FeatureDropout(feature_dropout)
+        self.perturb_at = perturb_at
         self._conv_stem = _SamePadConv2d(3, _STEM_CHANNELS, 3, stride=2)
         self._bn0 = _batchnorm(_STEM_CHANNELS)
         blocks = []
@@ -120,18 +128,31 @@ class EfficientNetLite0(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out")
 
-    def stem(self, images: torch.Tensor) -> torch.Tensor:
-        """The stem convolution: everything before the feature dropout."""
-        return self._conv_stem(images)
+    def stages(self) -> list[Stage]:
+        stages = [Stage(STEM, self._conv_stem)]
+        first = 0
+        for number, (repeats, *_) in enumerate(_STAGES, start=1):
+            stages.append(Stage(f"stage{number}",
+                                partial(self._run_blocks, first, first + repeats)))
+            first += repeats
+        stages.append(Stage("head", self._head))
+        stages.append(Stage(POOLED, _pool))
+        return stages
 
-    def from_stem(self, x: torch.Tensor) -> torch.Tensor:
-        """The rest of the trunk, from the feature dropout on: ``forward = from_stem(stem(.))``."""
-        x = F.relu6(self._bn0(self.feature_dropout(x)))
-        for block in self._blocks:
+    def _run_blocks(self, first: int, end: int, x: torch.Tensor) -> torch.Tensor:
+        if first == 0:
+            x = F.relu6(self._bn0(x))
+        for block in self._blocks[first:end]:
             x = block(x)
-        x = F.relu6(self._bn1(self._conv_head(x)))
-        pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return pooled if self._fc is None else self._fc(pooled)
+        return x
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu6(self._bn1(self._conv_head(x)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.from_stem(self.stem(images))
+        pooled = self.suffix(self.prefix(images))
+        return pooled if self._fc is None else self._fc(pooled)
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sdm.models.stages import is_staged
+
 
 class EmbeddingModel(nn.Module):
     """``embedder(trunk(images))``: unnormalized embeddings of shape (B, D).
@@ -33,12 +35,13 @@ class EmbeddingModel(nn.Module):
         With BatchNorm frozen each image is processed independently, so one forward of the
         T*B images (``batched``) gives the same results as T sequential passes, with
         independent feature-dropout masks either way. ``shared_stem``: when the trunk splits
-        at its feature dropout (``trunk.stem`` / ``trunk.from_stem``, as every trunk of
-        ``build_trunk`` does), the stem, identical in all passes, runs once and its output is
-        repeated; the masks drawn and the embeddings are those of the unshared path.
+        at its perturbation point (``trunk.prefix`` / ``trunk.suffix``, as every trunk of
+        ``build_trunk`` does; see ``sdm.models.stages``), the prefix, identical in all passes,
+        runs once, forward and backward, and its output is repeated; the masks drawn and the
+        embeddings are those of the unshared path.
         """
-        if shared_stem and splits_at_stem(self.trunk):
-            start, rest = self.trunk.stem(images), self.trunk.from_stem
+        if shared_stem and is_staged(self.trunk):
+            start, rest = self.trunk.prefix(images), self.trunk.suffix
         else:
             start, rest = images, self.trunk
         if batched:
@@ -46,8 +49,3 @@ class EmbeddingModel(nn.Module):
             return self.embedder(rest(stacked)).view(passes, images.shape[0], -1)
         return torch.stack([self.embedder(rest(start)) for _ in range(passes)])
 
-
-def splits_at_stem(trunk: nn.Module) -> bool:
-    """Whether ``trunk`` has ``stem`` (everything before its feature dropout) and
-    ``from_stem`` (the rest), with ``trunk(x) == trunk.from_stem(trunk.stem(x))``."""
-    return callable(getattr(trunk, "stem", None)) and callable(getattr(trunk, "from_stem", None))

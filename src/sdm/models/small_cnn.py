@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sdm.models.stages import POOLED, STEM, FeatureDropout, Stage, StagedTrunk
+
 GROUPS = 8
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(StagedTrunk, nn.Module):
     """Blocks of 3x3 conv -> GroupNorm -> ReLU -> 2x2 max pool, then global average pooling.
 
     GroupNorm normalizes each image on its own, so a network trained from scratch is
@@ -20,13 +23,15 @@ class SmallCNN(nn.Module):
 
     Input (B, in_channels, H, W), H and W at least 2**len(widths) (32 for the default five
     blocks, which pool a 32x32 glyph down to 1x1); output (B, widths[-1]), 256 by default.
-    ``feature_dropout`` is the rate of an ``nn.Dropout2d`` on the first convolution's output,
-    before its normalization (SDM's trunk perturbation); its rate can be changed later through
-    ``self.feature_dropout.p``.
+    Stages (the points of ``perturb_at``): ``stem`` (the first convolution, before its
+    normalization: the paper's place, the default), ``block1`` .. ``block<n>`` (each block's
+    pooled output; ``block1`` is the first convolution's normalization and pooling) and
+    ``pooled``. ``feature_dropout`` is the rate of the ``FeatureDropout`` at that point (SDM's
+    trunk perturbation); its rate can be changed later through ``self.feature_dropout.p``.
     """
 
     def __init__(self, in_channels: int = 1, widths: Sequence[int] = (8, 16, 32, 64, 256),
-                 feature_dropout: float = 0.0):
+                 feature_dropout: float = 0.0, perturb_at: str = STEM):
         super().__init__()
         if not widths or min(widths) < 1:
             raise ValueError(f"widths must be a non-empty list of positive ints, got {widths!r}")
@@ -36,11 +41,16 @@ class SmallCNN(nn.Module):
             for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
         )
         self.norms = nn.ModuleList(nn.GroupNorm(min(GROUPS, c), c) for c in widths)
-        self.feature_dropout = nn.Dropout2d(feature_dropout)
+        self.feature_dropout = FeatureDropout(feature_dropout)
+        self.perturb_at = perturb_at
         self.output_dim = widths[-1]
 
-    def stem(self, images: torch.Tensor) -> torch.Tensor:
-        """The first convolution: everything before the feature dropout."""
+    def stages(self) -> list[Stage]:
+        blocks = [Stage(f"block{index + 1}", partial(self._block, index))
+                  for index in range(len(self.convs))]
+        return [Stage(STEM, self._stem), *blocks, Stage(POOLED, _pool)]
+
+    def _stem(self, images: torch.Tensor) -> torch.Tensor:
         smallest = 2 ** len(self.convs)
         if min(images.shape[-2:]) < smallest:
             raise ValueError(
@@ -49,14 +59,14 @@ class SmallCNN(nn.Module):
                 f"transform.crop to {smallest} or more")
         return self.convs[0](images)
 
-    def from_stem(self, x: torch.Tensor) -> torch.Tensor:
-        """The rest of the trunk, from the feature dropout on: ``forward = from_stem(stem(.))``."""
-        x = self.feature_dropout(x)
-        for index, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
-            if index > 0:
-                x = conv(x)
-            x = F.max_pool2d(F.relu(norm(x), inplace=True), 2)
-        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+    def _block(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if index > 0:
+            x = self.convs[index](x)
+        return F.max_pool2d(F.relu(self.norms[index](x), inplace=True), 2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.from_stem(self.stem(images))
+        return self.suffix(self.prefix(images))
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)

@@ -19,6 +19,15 @@ from torchvision.models.resnet import Bottleneck, ResNet
 from sdm.constants import BNINCEPTION_INPUT, CROP, GLYPH_INPUT, IMAGENET_INPUT, RESIZE
 from sdm.models import bn_inception, efficientnet_lite
 from sdm.models.small_cnn import SmallCNN
+from sdm.models.stages import (
+    POOLED,
+    STEM,
+    FeatureDropout,
+    Stage,
+    StagedTrunk,
+    check_rate,
+    point_shapes,
+)
 
 BNINCEPTION = "bninception"
 RESNET50 = "resnet50"
@@ -39,55 +48,64 @@ class Trunk(NamedTuple):
     input_convention: str
 
 
-class ResNet50Trunk(ResNet):
+class ResNet50Trunk(StagedTrunk, ResNet):
     """torchvision's ResNet-50 with ``fc`` = Identity (2048-d output) and feature dropout.
 
-    ``feature_dropout`` is the rate of an ``nn.Dropout2d`` on the output of ``conv1``, before
-    ``bn1``; it has no parameters, so state-dict keys are torchvision's (less ``fc.*``).
+    Stages (the points of ``perturb_at``): ``stem`` (``conv1``, before ``bn1``: the paper's
+    place, the default), ``layer1`` (``bn1``, max pooling and ``layer1``), ``layer2`` ..
+    ``layer4`` (the final feature map) and ``pooled``. ``feature_dropout`` is the rate of the
+    ``FeatureDropout`` at that point; it has no parameters, so state-dict keys are
+    torchvision's (less ``fc.*``).
     """
 
     FEATURE_DIM = 2048
 
-    def __init__(self, feature_dropout: float = 0.0):
+    def __init__(self, feature_dropout: float = 0.0, perturb_at: str = STEM):
         super().__init__(Bottleneck, [3, 4, 6, 3])
         self.fc = nn.Identity()
-        self.feature_dropout = nn.Dropout2d(feature_dropout)
+        self.feature_dropout = FeatureDropout(feature_dropout)
+        self.perturb_at = perturb_at
 
-    def stem(self, images: torch.Tensor) -> torch.Tensor:
-        """``conv1``: everything before the feature dropout."""
-        return self.conv1(images)
+    def stages(self) -> list[Stage]:
+        return [Stage(STEM, self.conv1), Stage("layer1", self._layer1),
+                Stage("layer2", self.layer2), Stage("layer3", self.layer3),
+                Stage("layer4", self.layer4), Stage(POOLED, self._pool)]
 
-    def from_stem(self, x: torch.Tensor) -> torch.Tensor:
-        """The rest of the trunk, from the feature dropout on: ``forward = from_stem(stem(.))``."""
-        x = self.maxpool(self.relu(self.bn1(self.feature_dropout(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    def _layer1(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer1(self.maxpool(self.relu(self.bn1(x))))
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.avgpool(x), 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.from_stem(self.stem(images))
+        return self.suffix(self.prefix(images))
 
 
 def build_trunk(name: str, *, pretrained: bool | str = True, weights_path: str | None = None,
-                feature_dropout: float = 0.0) -> Trunk:
+                feature_dropout: float = 0.0, perturb_at: str = STEM) -> Trunk:
     """Build trunk ``name`` (one of ``TRUNK_NAMES``) without its classifier.
 
     ``pretrained``: True or "imagenet" loads ImageNet weights (strictly; a classifier in the
     file is dropped), False keeps the random initialization. ``small_cnn`` has no pretrained
     weights and ignores both ``pretrained`` and ``weights_path``. ``feature_dropout`` is the
-    rate of the trunk's first-convolution ``Dropout2d`` (see ``set_feature_dropout``).
-    Raises FileNotFoundError, naming every place looked at, when a weights file is missing.
+    rate of the trunk's ``FeatureDropout`` (see ``set_feature_dropout``), which sits after the
+    stage ``perturb_at`` (one of ``perturbation_points(name)``; ``stem``, the paper's place,
+    by default). Raises FileNotFoundError, naming every place looked at, when a weights file
+    is missing, and ValueError, listing the trunk's points, for an unknown ``perturb_at``.
     """
     if name not in TRUNK_NAMES:
         raise ValueError(f"unknown trunk {name!r}; expected one of {', '.join(TRUNK_NAMES)}")
     if pretrained not in (True, False, IMAGENET):
         raise ValueError(f"pretrained must be True, False or {IMAGENET!r}, got {pretrained!r}")
-    _check_rate(feature_dropout)
+    check_rate(feature_dropout)
     if name == SMALL_CNN:
-        small = SmallCNN(in_channels=1, feature_dropout=feature_dropout)
+        small = SmallCNN(in_channels=1, feature_dropout=feature_dropout, perturb_at=perturb_at)
+        _check_point(name, small)
         return Trunk(small, small.output_dim, GLYPH_INPUT)
     spec = _PRETRAINABLE[name]
     path = find_pretrained_weights(name, pretrained, weights_path)
-    module = spec.model_class(feature_dropout=feature_dropout)
+    module = spec.model_class(feature_dropout=feature_dropout, perturb_at=perturb_at)
+    _check_point(name, module)
     if path is not None:
         load_weights(module, path, drop_prefixes=(spec.classifier_prefix,))
     return Trunk(module, spec.output_dim, spec.input_convention)
@@ -114,11 +132,31 @@ def default_image_size(name: str) -> tuple[int, int] | None:
     return _PRETRAINABLE[name].image_size
 
 
+def perturbation_points(name: str, side: int | None = None) -> list[tuple[str, tuple]]:
+    """``[(point, feature shape of one image there), ...]`` of trunk ``name`` in order, for
+    square inputs of ``side`` pixels (default: the trunk's crop; 32 for ``small_cnn``)."""
+    if name not in TRUNK_NAMES:
+        raise ValueError(f"unknown trunk {name!r}; expected one of {', '.join(TRUNK_NAMES)}")
+    with torch.device("meta"):
+        if name == SMALL_CNN:
+            module, channels, side = SmallCNN(in_channels=1), 1, side or 32
+        else:
+            module, channels = _PRETRAINABLE[name].model_class(), 3
+            side = side or _PRETRAINABLE[name].image_size[1]
+    return point_shapes(module, (channels, side, side))
+
+
+def describe_points(name: str, side: int | None = None) -> str:
+    """One line a point: its name and feature shape (C x H x W, or C for vectors)."""
+    return "\n".join(f"{point:<14} {' x '.join(map(str, shape))}"
+                     for point, shape in perturbation_points(name, side))
+
+
 def set_feature_dropout(trunk: nn.Module, rate: float) -> None:
     """Set the rate of a trunk's feature dropout (0 turns it into the identity)."""
-    _check_rate(rate)
+    check_rate(rate)
     dropout = getattr(trunk, "feature_dropout", None)
-    if not isinstance(dropout, nn.Dropout2d):
+    if not isinstance(dropout, FeatureDropout):
         raise TypeError(f"{type(trunk).__name__} has no feature_dropout; build it with build_trunk")
     dropout.p = rate
 
@@ -143,9 +181,11 @@ def load_weights(module: nn.Module, path: str | os.PathLike, *,
             f"weights in {path} do not fit {type(module).__name__}: {error}") from None
 
 
-def _check_rate(rate: float) -> None:
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"feature dropout rate must be in [0, 1), got {rate}")
+def _check_point(name: str, module: StagedTrunk) -> None:
+    if module.perturb_at not in module.points():
+        raise ValueError(f"trunk {name} has no perturbation point {module.perturb_at!r}; its "
+                         f"points, first to last: {', '.join(module.points())} "
+                         f"(`sdm list-points {name}` gives their feature shapes)")
 
 
 def _hub_checkpoint(file_name: str) -> Path:
