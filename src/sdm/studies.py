@@ -1,0 +1,263 @@
+"""Studies as data: a plan of named arms run over seeds, with a committed ledger.
+
+A plan (YAML, see ``exp_configs/studies/``) names its datasets (config layers), losses (a base
+config each), arms (config layers and overrides on top) and steps (which arms of which dataset
+and loss, in priority order). ``run_study`` trains, tests and records every run of the plan in
+order, seed by seed within a step, so that all arms of a step have seed 0 before any has seed
+1. A run is one experiment folder (interrupted runs resume from it); a finished run's numbers
+go into the ledger (JSON, written atomically, committed with the repository), and a run in the
+ledger is never run again: a later session on a fresh checkout continues where the last one
+stopped. Tables and plots are made from the ledger alone (``sdm.study_report``).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sdm import constants as C
+from sdm import records
+from sdm.config import ConfigError, load_config
+
+TIMING_FILE = "study_seconds.json"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One setting compared in a study: config layers and overrides over a dataset and loss."""
+
+    name: str
+    label: str
+    layers: tuple[Path, ...] = ()
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """The arms of one (dataset, loss) to run, each over ``seeds``."""
+
+    dataset: str
+    loss: str
+    arms: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """A study: its runs are every step's (dataset, loss, arm, seed). Paths are absolute."""
+
+    name: str
+    ledger: Path
+    experiments_root: Path
+    baseline: str
+    datasets: dict[str, tuple[Path, ...]]
+    losses: dict[str, dict[str, Path]]
+    arms: dict[str, Arm]
+    steps: tuple[Step, ...]
+    overrides: tuple[str, ...] = ()
+    step_costs: Path | None = None
+    notes: str = ""
+
+    def runs(self) -> list[tuple[str, str, str, int]]:
+        """Every (dataset, loss, arm, seed) in run order, each once."""
+        found = {}
+        for step in self.steps:
+            for seed in step.seeds:
+                for arm in step.arms:
+                    found[(step.dataset, step.loss, arm, seed)] = None
+        return list(found)
+
+
+def run_name(dataset: str, loss: str, arm: str, seed: int) -> str:
+    return f"{dataset}_{loss}_{arm}_seed{seed}"
+
+
+def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
+    """The plan in YAML file ``path``. Config layers are relative to the plan's file; the
+    ledger, experiments root and step-cost file relative to ``root`` (the repository).
+    ``ConfigError`` naming the key for anything missing or inconsistent."""
+    path, root = Path(path), Path(root)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"study plan {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"study plan {path} must be a mapping of keys")
+    missing = [key for key in ("name", "ledger", "baseline", "datasets", "losses", "arms",
+                               "steps") if key not in data]
+    if missing:
+        raise ConfigError(f"study plan {path} lacks {', '.join(missing)}")
+    here = path.parent
+
+    def layers(items: Any) -> tuple[Path, ...]:
+        return tuple((here / item).resolve() for item in items or ())
+
+    arms = {name: Arm(name, str(spec.get("label", name)), layers(spec.get("layers")),
+                      tuple(spec.get("overrides") or ()))
+            for name, spec in data["arms"].items()}
+    default_seeds = tuple(data.get("seeds", (0,)))
+    steps = tuple(Step(step["dataset"], step["loss"], tuple(step["arms"]),
+                       tuple(step.get("seeds", default_seeds))) for step in data["steps"])
+    plan = StudyPlan(
+        name=data["name"], ledger=root / data["ledger"],
+        experiments_root=root / data.get("experiments_root", f"experiments/{data['name']}"),
+        baseline=data["baseline"],
+        datasets={name: layers(files) for name, files in data["datasets"].items()},
+        losses={dataset: {loss: (here / file).resolve() for loss, file in losses.items()}
+                for dataset, losses in data["losses"].items()},
+        arms=arms, steps=steps, overrides=tuple(data.get("overrides") or ()),
+        step_costs=root / data["step_costs"] if data.get("step_costs") else None,
+        notes=str(data.get("notes", "")))
+    _check_plan(plan, path)
+    return plan
+
+
+def _check_plan(plan: StudyPlan, path: Path) -> None:
+    if plan.baseline not in plan.arms:
+        raise ConfigError(f"study plan {path}: baseline {plan.baseline!r} is not an arm")
+    for step in plan.steps:
+        if step.dataset not in plan.datasets:
+            raise ConfigError(f"study plan {path}: step dataset {step.dataset!r} is not one of "
+                              f"{', '.join(plan.datasets)}")
+        if step.loss not in plan.losses.get(step.dataset, {}):
+            raise ConfigError(f"study plan {path}: no loss {step.loss!r} for dataset "
+                              f"{step.dataset!r} under losses")
+        unknown = [arm for arm in step.arms if arm not in plan.arms]
+        if unknown:
+            raise ConfigError(f"study plan {path}: unknown arms {', '.join(map(str, unknown))}"
+                              f"; arms are {', '.join(plan.arms)} (quote a name YAML reads "
+                              "as a boolean, such as \"off\")")
+    for file in [*(f for files in plan.datasets.values() for f in files),
+                 *(f for losses in plan.losses.values() for f in losses.values()),
+                 *(f for arm in plan.arms.values() for f in arm.layers)]:
+        if not file.is_file():
+            raise ConfigError(f"study plan {path}: config layer {file} does not exist")
+
+
+def run_config(plan: StudyPlan, dataset: str, loss: str, arm: str, seed: int, *,
+               dataset_root: str | Path | None = None, device: str | None = None):
+    """The loaded config of one run: loss base, dataset layers, arm layers, then the plan's,
+    the arm's and the run's own overrides."""
+    files = [plan.losses[dataset][loss], *plan.datasets[dataset], *plan.arms[arm].layers]
+    overrides = [*plan.overrides, *plan.arms[arm].overrides, f"training.seed={seed}",
+                 f"name={run_name(dataset, loss, arm, seed)}",
+                 f"experiments_root={plan.experiments_root}"]
+    if dataset_root is not None:
+        overrides.append(f"dataset.root={dataset_root}")
+    if device is not None:
+        overrides.append(f"training.device={device}")
+    return load_config(files, overrides)
+
+
+def read_ledger(plan: StudyPlan) -> dict[str, dict]:
+    """``{run name: entry}`` of every finished run (empty before the first)."""
+    return records.read_json(plan.ledger) if plan.ledger.is_file() else {}
+
+
+def run_study(plan: StudyPlan, *, dataset_root: str | Path | None = None,
+              device: str | None = None, steps: list[int] | None = None,
+              seeds: list[int] | None = None, on_run: Any = None) -> list[str]:
+    """Runs the plan's missing runs in order (``steps``: 1-based step numbers; ``seeds``: a
+    subset of each step's seeds); returns the names of the runs it recorded. SIGTERM ends it
+    like Ctrl-C, keeping the seconds of the run in progress. ``on_run(name)`` after each."""
+    previous = signal.signal(signal.SIGTERM, _stop_on_terminate)
+    recorded = []
+    try:
+        for number, step in enumerate(plan.steps, start=1):
+            if steps is not None and number not in steps:
+                continue
+            for seed in step.seeds:
+                if seeds is not None and seed not in seeds:
+                    continue
+                for arm in step.arms:
+                    name = run_name(step.dataset, step.loss, arm, seed)
+                    if name in read_ledger(plan):
+                        continue
+                    run_one(plan, step.dataset, step.loss, arm, seed,
+                            dataset_root=dataset_root, device=device)
+                    recorded.append(name)
+                    if on_run is not None:
+                        on_run(name)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return recorded
+
+
+def run_one(plan: StudyPlan, dataset: str, loss: str, arm: str, seed: int, *,
+            dataset_root: str | Path | None = None, device: str | None = None) -> dict:
+    """Trains (resuming its folder), tests and records one run; returns its ledger entry."""
+    from sdm.engine.build import load_experiment_dataset
+    from sdm.engine.evaluate import evaluate_experiment
+    from sdm.engine.experiment import experiment_folder, run_experiment
+    from sdm.results import results_file, write_results
+
+    config = run_config(plan, dataset, loss, arm, seed, dataset_root=dataset_root,
+                        device=device)
+    folder = experiment_folder(config)
+    if not results_file(folder / C.RESULTS_FOLDER, ".json").is_file():
+        start = time.time()
+        try:
+            run_experiment(config)
+        finally:
+            _add_seconds(folder, time.time() - start)
+        data, splits = load_experiment_dataset(config)
+        write_results(folder / C.RESULTS_FOLDER,
+                      evaluate_experiment(config, folder, data, splits, pretrained=False))
+    entry = ledger_entry(config, folder)
+    entry.update(dataset=dataset, loss=loss, arm=arm, seed=seed)
+    ledger = read_ledger(plan)
+    ledger[run_name(dataset, loss, arm, seed)] = entry
+    records.write_json(plan.ledger, ledger)
+    print(f"{config.name}: {entry['seconds']:.0f} s, test MAP@R separated "
+          f"{entry['scores']['separated_mean_average_precision_at_r']:.2f}", flush=True)
+    return entry
+
+
+def ledger_entry(config: Any, folder: Path) -> dict:
+    """A finished run's record: test scores (percent), validation curves, epochs, steps to
+    the best epoch, wall-clock seconds, device and how its SDM passes ran."""
+    import torch
+
+    from sdm.engine.build import batched_passes, resolve_device
+    from sdm.report import Experiment, percent_scores
+
+    device = resolve_device(config.training.device)
+    curves, best_epochs, last_epochs = {}, {}, {}
+    for fold in config.training.folds:
+        fold_folder = folder / C.FOLD_FOLDER.format(fold=fold)
+        rows = records.read_csv(fold_folder / C.METRICS_CSV)
+        curves[str(fold)] = [[int(row["epoch"]), 100 * float(row[C.MAP_AT_R])] for row in rows]
+        done = records.read_json(fold_folder / C.FOLD_DONE_FILE)
+        best_epochs[str(fold)], last_epochs[str(fold)] = done["best_epoch"], done["last_epoch"]
+    timing = folder / TIMING_FILE
+    return {
+        "scores": percent_scores(Experiment(folder)),
+        "validation": curves, "best_epoch": best_epochs, "last_epoch": last_epochs,
+        "iterations_per_epoch": config.training.iterations_per_epoch,
+        "trunk": config.model.trunk, "crop": config.transform.crop,
+        "sdm": {"enabled": config.sdm.enabled, "passes": config.sdm.passes,
+                "feature_dropout": config.sdm.feature_dropout,
+                "perturb_at": config.sdm.perturb_at},
+        "seconds": records.read_json(timing)["train_seconds"] if timing.is_file() else None,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        "passes_run": ("batched" if batched_passes(config, device) else "one after another")
+        if config.sdm.enabled else None,
+    }
+
+
+def _add_seconds(folder: Path, seconds: float) -> None:
+    """Adds training and validation wall-clock seconds to the run's total over invocations."""
+    if not folder.is_dir():
+        return
+    timing = folder / TIMING_FILE
+    spent = records.read_json(timing)["train_seconds"] if timing.is_file() else 0.0
+    records.write_json(timing, {"train_seconds": spent + seconds})
+
+
+def _stop_on_terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

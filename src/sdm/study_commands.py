@@ -1,0 +1,61 @@
+"""The ``sdm study`` command group: run a study plan, and report it from its ledger."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``sdm study run`` and ``sdm study report`` to the main CLI's subparsers."""
+    study = subparsers.add_parser(
+        "study", help="run a study plan (arms x seeds, resumable, with a committed ledger)")
+    commands = study.add_subparsers(dest="study_command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the plan's missing runs in order, then report")
+    _add_plan_arguments(run)
+    run.add_argument("--steps", type=int, nargs="+", metavar="N",
+                     help="only these steps of the plan (1-based)")
+    run.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                     help="only these of each step's seeds")
+    run.add_argument("--device", default=None,
+                     help="training.device for every run (cpu, cuda, cuda:1; default: the "
+                          "configs', auto)")
+    run.add_argument("--dataset-root", default=None, help="dataset.root for every run")
+    run.set_defaults(func=_run)
+
+    report = commands.add_parser("report", help="tables and plots from the plan's ledger")
+    _add_plan_arguments(report)
+    report.set_defaults(func=_report)
+
+
+def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("plan", type=Path, help="a study plan (YAML), e.g. "
+                                                "exp_configs/studies/cheap_sdm.yaml")
+    parser.add_argument("--root", type=Path, default=Path("."),
+                        help="where the plan's ledger and experiment paths start (default: .)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sdm.studies import load_plan, run_study
+
+    plan = load_plan(args.plan, args.root)
+    try:
+        run_study(plan, dataset_root=args.dataset_root, device=args.device, steps=args.steps,
+                  seeds=args.seeds, on_run=lambda name: _write_report(plan))
+    finally:
+        _write_report(plan)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sdm.studies import load_plan
+
+    print(_write_report(load_plan(args.plan, args.root)))
+    return 0
+
+
+def _write_report(plan) -> str:
+    from sdm.study_report import write_study_report
+
+    return write_study_report(plan)
