@@ -4,16 +4,20 @@ Settings, each timed with the engine's own ``train_step``:
   baseline             the plain loss
   sdm_t1               SDM with one pass (embedding dropout masks only)
   sdm_t2, sdm_t4       the paper's setting with 2 or 4 passes as the engine runs them by
-                       default (batched on CUDA, else one after another; shared stem)
+                       default (batched on CUDA, else one after another; shared prefix)
   sdm_t8_seq           the paper's setting, 8 whole passes one after another (the paper's code)
   sdm_t8_batched       the same 8 passes as one forward of 8*B images
-  sdm_t8_shared_stem   batched, the trunk's stem (before its feature dropout) run once
-  sdm_t8_seq_shared    sequential, the stem run once (the engine's choice when
+  sdm_t8_shared_stem   batched, the trunk's prefix (before its feature dropout) run once
+  sdm_t8_seq_shared    sequential, the prefix run once (the engine's choice when
                        sdm.batched_passes=false)
 
-The floor of T passes at linear cost is T x (one pass after the stem) + 1 x (the rest of the
-baseline step: the stem, the loss, the optimizer step, Python): the forward and backward of
-everything after the stem (trunk from its feature dropout on, embedder) is timed on its own
+``--points`` times instead the baseline and SDM with T passes (``--passes``, 8 by default) at
+each perturbation point of the trunk (``sdm list-points TRUNK``), as the engine runs them by
+default (one after another on a CPU, batched on CUDA; everything before the point once).
+
+The floor of T passes at linear cost is T x (one pass after the point) + 1 x (the rest of the
+baseline step: the prefix, the loss, the optimizer step, Python): the forward and backward of
+everything after the point (trunk from its feature dropout on, embedder) is timed on its own
 in the same rounds, and the rest is the baseline step minus it. A batched forward can beat
 it where one batch leaves the device idle (small models); SDM's loss over its copies is the
 one cost above it.
@@ -22,9 +26,11 @@ one cost above it.
     python benchmarks/sdm_cost.py --trunk bninception --batch 8 --steps 3
     python benchmarks/sdm_cost.py --trunk bninception --device cuda --amp --channels-last
     python benchmarks/sdm_cost.py --trunk efficientnet_lite0 --side 64 --loss multi_similarity \
-        --settings baseline sdm_t1 sdm_t2 sdm_t4 sdm_t8_batched      # the ablation study's regime
+        --points --json benchmarks/results/sdm_cost_points.json   # cost at every point
 
-Prints seconds per step and the ratio to the baseline, and images/s (B per step).
+Prints seconds per step and the ratio to the baseline, and images/s (B per step); ``--json``
+adds the ratios to a JSON list of records (one per trunk, side, loss, batch and device,
+replaced when measured again) that study reports read (``step_costs`` of a study plan).
 ``--profile SETTING`` prints where one step's time goes instead, operator by operator, for the
 baseline and SETTING side by side.
 """
@@ -34,10 +40,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
+from sdm import records
 from sdm.config import load_config
 from sdm.engine.build import (
     batched_passes,
@@ -50,7 +58,7 @@ from sdm.engine.build import (
 from sdm.engine.precision import prepare_images, prepare_model
 from sdm.engine.step import train_step
 from sdm.models.batchnorm import train_with_frozen_batchnorm
-from sdm.models.trunks import build_trunk
+from sdm.models.trunks import build_trunk, perturbation_points
 
 SETTINGS = {
     "baseline": {"enabled": False},
@@ -67,7 +75,6 @@ SETTINGS = {
 }
 DEFAULT_SETTINGS = ["baseline", "sdm_t1", "sdm_t8_seq", "sdm_t8_batched", "sdm_t8_shared_stem",
                     "sdm_t8_seq_shared"]
-FLOOR_PASSES = 8
 INPUT_SIDE = {"small_cnn": 32, "bninception": 227, "resnet50": 224, "efficientnet_lite0": 224}
 
 
@@ -96,16 +103,17 @@ class Setting:
             batched_passes=batched_passes(self.config, self.device),
             shared_stem=self.sdm.shared_stem, precision=self.precision, scaler=self.scaler))
 
-    def after_stem_seconds(self, images: torch.Tensor) -> float:
-        """Forward and backward of everything after the trunk's stem (trunk from its feature
-        dropout on, and the embedder) for one pass of the batch: what T passes repeat."""
+    def suffix_seconds(self, images: torch.Tensor) -> float:
+        """Forward and backward of everything after the trunk's perturbation point (trunk
+        from its feature dropout on, and the embedder) for one pass of the batch: what T
+        passes repeat."""
         model = self.model
         with torch.no_grad(), self.precision.autocast():
-            stem_output = model.trunk.stem(prepare_images(images, self.precision))
+            prefix_output = model.trunk.prefix(prepare_images(images, self.precision))
 
         def one_pass() -> None:
             with self.precision.autocast():
-                output = model.embedder(model.trunk.from_stem(stem_output))
+                output = model.embedder(model.trunk.suffix(prefix_output))
             output.float().sum().backward()
         return _timed(self.device, one_pass)
 
@@ -120,26 +128,73 @@ def _timed(device: torch.device, work) -> float:
     return time.perf_counter() - start
 
 
-def measure(args: argparse.Namespace) -> dict[str, float]:
-    """Median seconds per step of each setting, and of one pass after the baseline's stem.
-    Steps are interleaved round-robin (one step of each setting per round) so that a change in
-    machine load affects all settings alike."""
-    settings = {name: Setting(args.trunk, SETTINGS[name], args) for name in args.settings}
+def point_settings(trunk: str, passes: list[int], points: list[str]) -> dict[str, dict]:
+    """``{"t<T>_at_<point>": sdm settings}``: T passes at each point, the engine's defaults."""
+    return {f"t{t}_at_{point}": {"enabled": True, "passes": t, "perturb_at": point}
+            for point in points for t in passes}
+
+
+def measure(args: argparse.Namespace, settings: dict[str, dict]) -> dict[str, float]:
+    """Median seconds per step of each setting, and of one pass after each SDM setting's
+    point (``suffix:<setting>``, measured on the baseline's model at that point). Steps are
+    interleaved round-robin (one step of each setting per round) so that a change in machine
+    load affects all settings alike."""
+    built = {name: Setting(args.trunk, sdm, args) for name, sdm in settings.items()}
+    suffixes = {}
+    if "baseline" in built:
+        for name, sdm in settings.items():
+            point = sdm.get("perturb_at", "stem")
+            if name != "baseline" and point not in suffixes:
+                suffixes[point] = Setting(args.trunk, {"enabled": False, "perturb_at": point},
+                                          args)
     channels = 1 if build_trunk(args.trunk, pretrained=False).input_convention == "glyph" else 3
     side = args.side or INPUT_SIDE[args.trunk]
     images = torch.randn(args.batch, channels, side, side, device=args.device)
     labels = torch.arange(args.batch // 4, device=args.device).repeat_interleave(4)
-    times: dict[str, list[float]] = {name: [] for name in [*settings, "after_stem"]}
-    baseline = settings.get("baseline")
+    times: dict[str, list[float]] = {}
     for round_index in range(args.warmup + args.steps):
-        measured = {name: setting.step_seconds(images, labels)
-                    for name, setting in settings.items()}
-        if baseline is not None:
-            measured["after_stem"] = baseline.after_stem_seconds(images)
+        measured = {name: setting.step_seconds(images, labels) for name, setting in built.items()}
+        for point, setting in suffixes.items():
+            measured[f"suffix:{point}"] = setting.suffix_seconds(images)
         if round_index >= args.warmup:
             for name, seconds in measured.items():
-                times[name].append(seconds)
-    return {name: statistics.median(values) for name, values in times.items() if values}
+                times.setdefault(name, []).append(seconds)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def floor_seconds(seconds: dict[str, float], passes: int, point: str) -> float:
+    """T x (one pass after the point) + 1 x (the rest of the baseline step)."""
+    after = seconds[f"suffix:{point}"]
+    return passes * after + (seconds["baseline"] - after)
+
+
+def save_ratios(path: Path, args: argparse.Namespace, settings: dict[str, dict],
+                seconds: dict[str, float]) -> None:
+    """Adds (or replaces) this measurement's record in the JSON list at ``path``."""
+    baseline = seconds["baseline"]
+    ratios: dict[str, dict[str, float]] = {}
+    floors: dict[str, dict[str, float]] = {}
+    for name, sdm in settings.items():
+        if name == "baseline" or "perturb_at" not in sdm:
+            continue
+        point, passes = sdm["perturb_at"], str(sdm["passes"])
+        ratios.setdefault(point, {})[passes] = round(seconds[name] / baseline, 3)
+        floors.setdefault(point, {})[passes] = round(
+            floor_seconds(seconds, sdm["passes"], point) / baseline, 3)
+    record = {"trunk": args.trunk, "side": args.side or INPUT_SIDE[args.trunk],
+              "loss": args.loss, "batch": args.batch, "device": _device_name(args.device),
+              "baseline_seconds": round(baseline, 5), "steps": args.steps,
+              "ratios": ratios, "floors": floors}
+    key = ("trunk", "side", "loss", "batch", "device")
+    kept = [old for old in (records.read_json(path) if path.is_file() else [])
+            if any(old[k] != record[k] for k in key)]
+    records.write_json(path, [*kept, record])
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return "cpu"
 
 
 def profile(args: argparse.Namespace) -> None:
@@ -185,6 +240,13 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="(CUDA only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=DEFAULT_SETTINGS)
+    parser.add_argument("--points", nargs="*", metavar="POINT", default=None,
+                        help="time T passes at these perturbation points instead of the "
+                             "settings (no names: every point of the trunk)")
+    parser.add_argument("--passes", type=int, nargs="+", default=[8], metavar="T",
+                        help="with --points: the numbers of passes (default 8)")
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="add the measured ratios to this JSON list (see above)")
     parser.add_argument("--profile", choices=list(SETTINGS), metavar="SETTING",
                         help="instead of timing: the operators of one step of the baseline "
                              "and of SETTING side by side (torch.profiler, self time)")
@@ -192,21 +254,32 @@ def main() -> None:
     if args.profile:
         profile(args)
         return
-    print(f"trunk {args.trunk}, side {args.side or INPUT_SIDE[args.trunk]} px, loss {args.loss}, "
-          f"batch {args.batch}, device {args.device}, amp {args.amp}, channels_last "
-          f"{args.channels_last}, compile {args.compile}, torch threads "
-          f"{torch.get_num_threads()}, median of {args.steps} interleaved rounds")
-    print(f"{'setting':20} {'s/step':>9} {'vs baseline':>12} {'images/s':>9}")
-    seconds = measure(args)
+    side = args.side or INPUT_SIDE[args.trunk]
+    if args.points is None:
+        settings = {name: SETTINGS[name] for name in args.settings}
+    else:
+        points = args.points or [point for point, _ in perturbation_points(args.trunk, side)]
+        settings = {"baseline": SETTINGS["baseline"],
+                    **point_settings(args.trunk, args.passes, points)}
+    print(f"trunk {args.trunk}, side {side} px, loss {args.loss}, batch {args.batch}, device "
+          f"{_device_name(args.device)}, amp {args.amp}, channels_last {args.channels_last}, "
+          f"compile {args.compile}, torch threads {torch.get_num_threads()}, median of "
+          f"{args.steps} interleaved rounds")
+    print(f"{'setting':22} {'s/step':>9} {'vs baseline':>12} {'images/s':>9} {'floor':>8}")
+    seconds = measure(args, settings)
     baseline = seconds.get("baseline")
-    for name in args.settings:
+    for name, sdm in settings.items():
         ratio = f"{seconds[name] / baseline:.2f}x" if baseline else "-"
-        print(f"{name:20} {seconds[name]:9.4f} {ratio:>12} {args.batch / seconds[name]:9.1f}")
-    if baseline:
-        after = seconds["after_stem"]
-        floor = FLOOR_PASSES * after + (baseline - after)
-        print(f"{'floor T=8':20} {floor:9.4f} {floor / baseline:11.2f}x {'':>9}  "
-              f"(8 x {after:.4f} s after the stem + {baseline - after:.4f} s of the rest once)")
+        floor = ""
+        if baseline and name != "baseline" and sdm.get("enabled") and sdm.get("passes", 8) > 1:
+            point = sdm.get("perturb_at", "stem")
+            floor = f"{floor_seconds(seconds, sdm.get('passes', 8), point) / baseline:.2f}x"
+        print(f"{name:22} {seconds[name]:9.4f} {ratio:>12} {args.batch / seconds[name]:9.1f} "
+              f"{floor:>8}")
+    if baseline and args.json:
+        save_ratios(args.json, args, settings, seconds)
+        print(f"ratios added to {args.json}")
+
 
 if __name__ == "__main__":
     main()
