@@ -38,7 +38,8 @@ def collect(plan: StudyPlan, ledger: dict[str, dict]) -> Groups:
             for seed in step.seeds:
                 entry = ledger.get(run_name(step.dataset, step.loss, arm, seed))
                 if entry is not None:
-                    found.setdefault((step.dataset, step.loss), {}).setdefault(arm, {})[seed] = entry
+                    arms = found.setdefault((step.dataset, step.loss), {})
+                    arms.setdefault(arm, {})[seed] = entry
     return found
 
 
