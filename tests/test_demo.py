@@ -2,6 +2,7 @@
 the pretrained EfficientNet-Lite0 of the real demo."""
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -33,10 +34,17 @@ def test_quick_demo_trains_evaluates_and_prints_the_table(tmp_path, capsys):
         maps[name] = 100 * results["trained"]["separated"]["mean"][C.MAP_AT_R]
     sdm_config = load_config([tmp_path / "exp" / "quick_sdm" / "config.yaml"])
     assert sdm_config.sdm.enabled and sdm_config.sdm.passes == 8
+    cheap = load_config([Path(__file__).parents[1] / "exp_configs" / "sdm_cheap.yaml"])
+    assert sdm_config.sdm.perturb_at == cheap.sdm.perturb_at != "stem"
+    # Equal compute: the baseline's iterations are SDM's 3 times the measured step cost.
+    ratio = json.loads((tmp_path / "exp" / "quick_step_cost.json").read_text())["ratio"]
+    baseline_config = load_config([tmp_path / "exp" / "quick_baseline" / "config.yaml"])
+    assert baseline_config.training.iterations_per_epoch == math.ceil(3 * ratio)
+    assert f"costs {ratio:.2f} baseline steps" in out
     assert sdm_config.model.trunk == "efficientnet_lite0" and sdm_config.model.pretrained
     assert (sdm_config.transform.resize, sdm_config.transform.crop) == (72, 64)
     difference = maps["quick_sdm"] - maps["quick_baseline"]
-    assert f"SDM minus baseline, test MAP@R: {difference:+.2f} points" in out
+    assert f"SDM minus baseline at equal compute, test MAP@R: {difference:+.2f} points" in out
     assert ("did not beat the baseline" in out) == (difference <= 0)
     times = re.search(r"SDM trained for (\d+) s, the baseline for (\d+) s \((\d+\.\d)x", out)
     assert times is not None
