@@ -167,3 +167,17 @@ def test_report_pairs_by_seed_and_cuts_the_baseline_at_each_arms_compute(tmp_pat
     assert ("| cub | ms | SDM at block4 | 2 | 1.50x | 4.00 ± 0.00 | 3.00 ± 0.00 | "
             "150.00 ± 0.00 | 300.00 ± 0.00 | 100 ± 0 | 8.00 ± 0.00 | 1.00 ± 0.00 |") in table
     assert (tmp_path / "results" / "tiny_cost.png").is_file()
+
+
+@pytest.mark.parametrize("plan_file", sorted(
+    (Path(__file__).parents[1] / "exp_configs" / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_the_shipped_plans_load_and_every_run_has_a_valid_config(plan_file):
+    from sdm.studies import run_config
+
+    plan = load_plan(plan_file)
+    assert plan.runs()
+    for dataset, loss, arm, seed in plan.runs():
+        config = run_config(plan, dataset, loss, arm, seed)
+        assert config.name == run_name(dataset, loss, arm, seed)
+        assert config.training.seed == seed
+        assert config.sdm.enabled == (arm != plan.baseline)
