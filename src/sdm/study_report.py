@@ -45,13 +45,14 @@ def collect(plan: StudyPlan, ledger: dict[str, dict]) -> Groups:
 
 def step_cost(entry: dict, costs: list[dict]) -> float | None:
     """An entry's training step cost in baseline steps (1 with SDM off), from the measured
-    ``costs`` (records of ``benchmarks/sdm_cost.py --json``) of its trunk, input side, number
-    of passes and perturbation point; None when not measured."""
+    ``costs`` (records of ``benchmarks/sdm_cost.py --json``) of its trunk, input side,
+    device, number of passes and perturbation point; None when not measured."""
     sdm = entry["sdm"]
     if not sdm["enabled"]:
         return 1.0
     for record in costs:
-        if record["trunk"] == entry.get("trunk") and record["side"] == entry.get("crop"):
+        if (record["trunk"], record["side"], record["device"]) == (
+                entry.get("trunk"), entry.get("crop"), entry.get("device")):
             ratio = record["ratios"].get(sdm["perturb_at"], {}).get(str(sdm["passes"]))
             if ratio is not None:
                 return float(ratio)
