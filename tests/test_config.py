@@ -1,8 +1,22 @@
 """Config loading: defaults, file layering, overrides, and the errors for bad keys/types."""
 
+import math
+import re
+import typing
+from dataclasses import fields, is_dataclass
+
 import pytest
 
-from sdm.config import ConfigError, config_difference, load_config
+from sdm.config import (
+    PACKAGED_CONFIGS,
+    ConfigError,
+    ExperimentConfig,
+    Range,
+    config_difference,
+    load_config,
+    numeric_ranges,
+)
+from sdm.errors import UserInputError
 
 
 def test_defaults_are_the_mlrc_protocol():
@@ -73,3 +87,69 @@ def test_switching_loss_drops_the_previous_loss_parameters(tmp_path):
     assert dict(config.loss.params) == {"margin": 0.2}
     same = load_config([tmp_path / "a.yaml"], ["loss.params={pos_margin: 0.1}"])
     assert dict(same.loss.params) == {"neg_margin": 0.5, "pos_margin": 0.1}
+
+
+def _numeric_keys(schema: type = ExperimentConfig, prefix: str = "") -> list[str]:
+    """Dotted keys of the schema's int and float fields (also lists and optionals of them)."""
+    keys = []
+    hints = typing.get_type_hints(schema)
+    for item in fields(schema):
+        if is_dataclass(item.default_factory):
+            keys += _numeric_keys(item.default_factory, f"{prefix}{item.name}.")
+            continue
+        kinds = {hints[item.name], *typing.get_args(hints[item.name])}
+        if kinds & {int, float, list[int], list[float]}:
+            keys.append(f"{prefix}{item.name}")
+    return keys
+
+
+def test_every_numeric_key_declares_its_valid_range():
+    assert sorted(numeric_ranges()) == sorted(_numeric_keys())
+    assert "training.batch_size" in numeric_ranges() and "sdm.alpha" in numeric_ranges()
+
+
+@pytest.mark.parametrize(("key", "valid"), list(numeric_ranges().items()))
+def test_values_outside_each_keys_range_are_refused_with_key_value_and_range(key, valid):
+    is_list = key in ("model.embedding_sizes", "training.folds")
+    outside = [valid.low - 1]
+    if not math.isinf(valid.high):
+        outside.append(valid.high + (1 if valid.high_included else 0))
+    for value in outside:
+        text = f"[{value}]" if is_list else str(value)
+        with pytest.raises(ConfigError) as error:
+            load_config(overrides=[f"{key}={text}"])
+        shown = re.escape(text).replace(str(value), rf"{value}(\.0)?")  # floats show x.0
+        assert re.match(rf"{re.escape(key)}={shown} is out of range: ", str(error.value))
+        assert str(error.value).endswith(str(valid))
+        assert isinstance(error.value, UserInputError)
+
+
+def test_a_range_includes_its_low_end_and_refuses_what_is_not_finite():
+    rate = Range(0, 1)
+    assert 0 in rate and 0.999 in rate and 1 not in rate and -0.001 not in rate
+    assert 1 in Range(0, 1, high_included=True)
+    assert math.inf not in Range(0) and math.nan not in Range(0)
+    assert (str(rate), str(Range(1)), str(Range(0, 3, True))) == ("in [0, 1)", ">= 1",
+                                                                    "in [0, 3]")
+    with pytest.raises(ConfigError, match=r"sdm.alpha=inf is out of range: valid values are "
+                                          r">= 0 and finite"):
+        load_config(overrides=["sdm.alpha=.inf"])
+
+
+@pytest.mark.parametrize("path", sorted(p for p in PACKAGED_CONFIGS.rglob("*.yaml")
+                                        if p.parent.name != "studies"),  # study plans
+                         ids=lambda p: p.relative_to(PACKAGED_CONFIGS).as_posix())
+def test_every_packaged_config_is_within_the_ranges(path):
+    load_config([path])
+
+
+def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    (tmp_path / "bad.yaml").write_text("loss: {name: triplet\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:2:1: YAML syntax error: while parsing a "
+                                          r"flow mapping, did not find expected ',' or '}'"):
+        load_config([tmp_path / "bad.yaml"])
+    (tmp_path / "binary.yaml").write_bytes(bytes([0xff, 0xfe, 0x00, 0x80]))
+    with pytest.raises(ConfigError, match="is not a UTF-8 text"):
+        load_config([tmp_path / "binary.yaml"])
+    with pytest.raises(ConfigError, match=r"override 'name=\[x': its value is not valid YAML"):
+        load_config(overrides=["training.seed=1", "name=[x"])

@@ -29,7 +29,8 @@ def test_unset_sizes_take_the_trunk_default(overrides, expected):
 @pytest.mark.parametrize(("overrides", "message"), [
     (["transform.resize=64", "transform.crop=72"], r"transform.crop \(72\) must not exceed"),
     (["transform.crop=300"], r"transform.crop \(300\) must not exceed transform.resize \(256\)"),
-    (["transform.resize=15", "transform.crop=15"], "at least 16 pixels"),
+    (["transform.resize=15", "transform.crop=15"],
+     r"transform.resize=15 is out of range: valid values are >= 16"),
     (["transform.size=64"], "unknown config key 'transform.size'; valid keys here: crop, resize"),
 ])
 def test_impossible_sizes_are_refused(overrides, message):

@@ -14,6 +14,7 @@ from pytorch_metric_learning.losses import ContrastiveLoss
 from torch import nn
 from torchvision.models import resnet50
 
+from sdm.errors import UserInputError
 from sdm.models.batchnorm import freeze_batchnorm, train_with_frozen_batchnorm
 from sdm.models.bn_inception import BNInception, side_fits
 from sdm.models.efficientnet_lite import EfficientNetLite0, _SamePadConv2d
@@ -156,7 +157,7 @@ def test_missing_weights_file_names_every_place_looked_at(tmp_path, monkeypatch)
 
 def test_weights_that_do_not_fit_name_the_file(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
-    with pytest.raises(RuntimeError, match="other.pth"):
+    with pytest.raises(UserInputError, match="other.pth"):
         build_trunk("bninception", weights_path=str(tmp_path / "other.pth"))
 
 

@@ -9,6 +9,14 @@ from collections.abc import Sequence
 from omegaconf import DictConfig
 
 from sdm.config import ConfigError, load_config
+from sdm.data.images import DatasetError
+from sdm.errors import UserInputError
+from sdm.inference.errors import InferenceError
+
+USAGE_ERROR = 2  # the exit status of bad input, as argparse's for a bad command line
+# What bad input raises (OSError: a file that is missing or cannot be read or written); any
+# other exception is a bug and keeps its traceback.
+USER_INPUT_ERRORS = (UserInputError, DatasetError, InferenceError, OSError)
 
 DESCRIPTION = """\
 Sensitivity-aware Distance Measurement (SDM) for deep metric learning, under the
@@ -150,6 +158,13 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_points(args: argparse.Namespace) -> int:
+    from sdm.models.trunks import describe_points
+
+    print(describe_points(args.trunk, args.side))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from sdm.demo import run_demo
 
@@ -160,7 +175,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from sdm.data.commands import register as register_data
+    from sdm.data.commands import whole_number_at_least
     from sdm.inference.commands import register as register_inference
+    from sdm.study_commands import register as register_study
 
     parser = argparse.ArgumentParser(
         prog="sdm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,9 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--space", action="append", required=True, metavar="SPACE.yaml",
                       help="search space: config keys -> {low, high[, log]} or {choices}; a "
                            "packaged name such as ms_sdm also works; repeat to combine")
-    tune.add_argument("--trials", type=int, required=True,
+    tune.add_argument("--trials", type=whole_number_at_least(1), required=True,
                       help="finished trials the study should have (a rerun adds what is missing)")
-    tune.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    tune.add_argument("--workers", type=whole_number_at_least(1), default=1,
+                      help="worker processes on this machine")
     tune.add_argument("--storage", help="Optuna storage URL (default: SQLite file in the study "
                                         "folder; postgresql://... for several machines)")
     tune.add_argument("--study-name", help="default: <config name>_tune")
@@ -224,10 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop hopeless trials early (median pruner on validation MAP@R)")
     tune.add_argument("--sampler", choices=["tpe", "gp"], default="tpe")
     tune.add_argument("--seed", type=int, default=0, help="sampler seed (worker k: seed + k)")
-    tune.add_argument("--startup-trials", type=int, default=10, metavar="N",
+    tune.add_argument("--startup-trials", type=whole_number_at_least(1), default=10, metavar="N",
                       help="random trials before the sampler models the results (Optuna's "
                            "n_startup_trials; default 10)")
-    tune.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+    tune.add_argument("--heartbeat", type=whole_number_at_least(1), default=60, metavar="SECONDS",
                       help="trial heartbeat; a trial silent for twice this is failed and retried")
     tune.set_defaults(func=_tune)
 
@@ -241,18 +259,45 @@ def build_parser() -> argparse.ArgumentParser:
                            "(built from Debian icon themes: bash scripts/install_icons.sh)")
     demo.set_defaults(func=_demo)
 
+    points = commands.add_parser(
+        "list-points", help="where sdm.perturb_at can put SDM's feature dropout in a trunk")
+    points.add_argument("trunk", help="a model.trunk name")
+    points.add_argument("--side", type=int, default=None, metavar="PIXELS",
+                        help="square input side for the feature shapes (default: the trunk's "
+                             "crop, 227; 32 for small_cnn)")
+    points.set_defaults(func=_list_points)
+
     register_data(commands)
     register_inference(commands)
+    register_study(commands)
     return parser
 
 
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed command line. The ``key=value`` overrides of a command that takes a config
+    may also come after its options (``sdm train CFG --devices cpu name=x``); they keep their
+    order. An unknown option or a stray argument exits with argparse's usage error (status 2).
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra
+             if not hasattr(args, "config") or item.startswith("-") or "=" not in item]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.config = [*args.config, *extra]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Runs one command; bad input (``USER_INPUT_ERRORS``) is reported on stderr as one line,
+    ``sdm <command>: error: <message>``, with exit status 2."""
+    args = parse_arguments(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+    except USER_INPUT_ERRORS as error:
         print(f"sdm {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return USAGE_ERROR
 
 
 if __name__ == "__main__":

@@ -3,31 +3,75 @@
 A config is an ``ExperimentConfig`` made of groups (dataset, model, transform, loss, sdm,
 optimizer, training, evaluation). YAML files and ``key.sub=value`` overrides are merged onto
 the typed defaults with OmegaConf, which rejects unknown keys and wrong types; the errors
-raised here name the key and list the valid keys beside it.
+raised here name the key and list the valid keys beside it. Every numeric key declares its
+valid ``Range`` beside its default, and a loaded config holds no value outside it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from sdm import constants as C
+from sdm.errors import UserInputError
+
+RANGE = "range"  # the dataclass field metadata key of a numeric field's valid Range
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric config key: finite numbers from ``low`` (included) up to
+    ``high`` (included when ``high_included``, else excluded)."""
+
+    low: float
+    high: float = math.inf
+    high_included: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        below_high = value <= self.high if self.high_included else value < self.high
+        return math.isfinite(value) and self.low <= value and below_high
+
+    def __str__(self) -> str:
+        if math.isinf(self.high):
+            return f">= {_number(self.low)}"
+        return f"in [{_number(self.low)}, {_number(self.high)}{']' if self.high_included else ')'}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _ranged(default: Any, valid: Range) -> Any:
+    """A dataclass field with the ``Range`` of its valid values (of each item, for a list);
+    a callable ``default`` is the field's default factory."""
+    if callable(default):
+        return field(default_factory=default, metadata={RANGE: valid})
+    return field(default=default, metadata={RANGE: valid})
+
+
+AT_LEAST_0 = Range(0)
+AT_LEAST_1 = Range(1)
+RATE = Range(0, 1)  # a dropout rate: 1 would drop everything
+IMAGE_SIZE = Range(C.MIN_IMAGE_SIZE)
 
 
 @dataclass
 class DatasetConfig:
-    """Which images, where. ``path`` is the folder or CSV for users' own data."""
+    """Which images, where. ``path`` is the folder or CSV for users' own data.
+    ``check_images`` opens every image file's header before training (false skips it)."""
 
     name: str = C.CUB200
     root: str = C.DEFAULT_DATASET_ROOT
     path: str | None = None
     allow_partial: bool = False
     use_cache: bool = True
+    check_images: bool = True
 
 
 @dataclass
@@ -37,7 +81,7 @@ class ModelConfig:
     trunk: str = "bninception"
     pretrained: bool = True
     weights_path: str | None = None
-    embedding_sizes: list[int] = field(default_factory=lambda: [128])
+    embedding_sizes: list[int] = _ranged(lambda: [128], AT_LEAST_1)
 
 
 @dataclass
@@ -49,8 +93,8 @@ class TransformConfig:
     256 / 227 for the ImageNet trunks; ``small_cnn`` keeps the images' own size unless set).
     """
 
-    resize: int | None = None
-    crop: int | None = None
+    resize: int | None = _ranged(None, IMAGE_SIZE)
+    crop: int | None = _ranged(None, IMAGE_SIZE)
 
 
 @dataclass
@@ -72,30 +116,33 @@ class SDMConfig:
     runs the T passes as one forward of T*B images, false one after another (the same in
     distribution, other random draws); unset (null), batched on CUDA, where one big batch
     fills the GPU, and one after another elsewhere, where a T*B batch can cost well over T
-    batches (benchmarks/results/sdm_cost_cpu.txt). ``shared_stem`` runs the trunk's layers
-    before its feature dropout once for all T passes (same numbers up to float rounding).
+    batches (benchmarks/results/sdm_cost_cpu.txt). ``perturb_at`` is the trunk point whose
+    output the feature dropout perturbs (``stem``, the paper's place, by default; ``sdm
+    list-points TRUNK`` lists a trunk's points); ``shared_stem`` runs the trunk's layers
+    before that point once for all T passes (same numbers up to float rounding).
     """
 
     enabled: bool = False
-    passes: int = C.SDM_PASSES
-    masks: int = C.SDM_MASKS
-    embedding_dropout: float = C.SDM_EMBEDDING_DROPOUT
-    feature_dropout: float = C.SDM_FEATURE_DROPOUT
-    alpha: float = C.SDM_ALPHA
+    passes: int = _ranged(C.SDM_PASSES, AT_LEAST_1)
+    masks: int = _ranged(C.SDM_MASKS, AT_LEAST_1)
+    embedding_dropout: float = _ranged(C.SDM_EMBEDDING_DROPOUT, RATE)
+    feature_dropout: float = _ranged(C.SDM_FEATURE_DROPOUT, RATE)
+    alpha: float = _ranged(C.SDM_ALPHA, AT_LEAST_0)
     batched_passes: bool | None = None
     shared_stem: bool = True
+    perturb_at: str = "stem"
 
 
 @dataclass
 class OptimizerConfig:
     """RMSprop for trunk, embedder and the loss's own parameters (margin beta, proxies)."""
 
-    trunk_lr: float = 1e-6
-    embedder_lr: float = 1e-6
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    loss_lr: float = 1e-4
-    loss_weight_decay: float = 0.0
+    trunk_lr: float = _ranged(1e-6, AT_LEAST_0)
+    embedder_lr: float = _ranged(1e-6, AT_LEAST_0)
+    weight_decay: float = _ranged(1e-4, AT_LEAST_0)
+    momentum: float = _ranged(0.9, Range(0, 1))
+    loss_lr: float = _ranged(1e-4, AT_LEAST_0)
+    loss_weight_decay: float = _ranged(0.0, AT_LEAST_0)
 
 
 @dataclass
@@ -107,21 +154,22 @@ class TrainingConfig:
     "bfloat16"; "float16"); ``channels_last`` memory format; ``compile`` (torch.compile).
     """
 
-    batch_size: int = 32
-    m_per_class: int = 4
-    iterations_per_epoch: int = 100
-    max_epochs: int = 1000
-    save_interval: int = 2
-    patience: int = 9
-    folds: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
-    seed: int = 0
+    batch_size: int = _ranged(32, Range(2))
+    m_per_class: int = _ranged(4, AT_LEAST_1)
+    iterations_per_epoch: int = _ranged(100, AT_LEAST_1)
+    max_epochs: int = _ranged(1000, AT_LEAST_0)
+    save_interval: int = _ranged(2, AT_LEAST_1)
+    patience: int = _ranged(9, AT_LEAST_0)
+    folds: list[int] = _ranged(lambda: [0, 1, 2, 3], Range(0, C.NUM_FOLDS - 1, True))
+    # fold k seeds NumPy with seed + k, which must stay below 2**32
+    seed: int = _ranged(0, Range(0, 2**32 - C.NUM_FOLDS, True))
     device: str = "auto"
     mixed_precision: bool = False
     amp_dtype: str = "auto"
     channels_last: bool = True
     compile: bool = False
-    num_workers: int = 2
-    eval_batch_size: int = 64
+    num_workers: int = _ranged(2, AT_LEAST_0)
+    eval_batch_size: int = _ranged(64, AT_LEAST_1)
 
 
 @dataclass
@@ -149,7 +197,7 @@ class ExperimentConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError):
     """A config file or override that does not fit the schema."""
 
 
@@ -198,7 +246,7 @@ def load_config(
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override '{item}' is not of the form key.sub=value")
-        config = _merge(config, OmegaConf.from_dotlist(list(overrides)))
+        config = _merge(config, _override_layer(list(overrides)))
     validate(config)
     resolve_image_size(config)
     return config
@@ -206,7 +254,7 @@ def load_config(
 
 def resolve_image_size(config: DictConfig) -> None:
     """Fills unset ``transform.resize`` / ``transform.crop`` from the trunk's default and checks
-    them: both >= MIN_IMAGE_SIZE pixels and crop <= resize.
+    crop <= resize (``validate`` has checked that a set size is at least MIN_IMAGE_SIZE).
 
     An unset resize takes the trunk's default resize (or the crop when the trunk has none); an
     unset crop takes the trunk's default crop when it fits in the resize, else the resize.
@@ -221,15 +269,10 @@ def resolve_image_size(config: DictConfig) -> None:
         resize = default[0] if default is not None else crop
     elif crop is None:
         crop = default[1] if default is not None and default[1] <= resize else resize
-    if resize is not None:
-        if min(resize, crop) < C.MIN_IMAGE_SIZE:
-            raise ConfigError(
-                f"transform.resize ({resize}) and transform.crop ({crop}) must be at least "
-                f"{C.MIN_IMAGE_SIZE} pixels")
-        if crop > resize:
-            raise ConfigError(
-                f"transform.crop ({crop}) must not exceed transform.resize ({resize}): the crop "
-                "is cut from the resized image; raise transform.resize or lower transform.crop")
+    if resize is not None and crop > resize:
+        raise ConfigError(
+            f"transform.crop ({crop}) must not exceed transform.resize ({resize}): the crop "
+            "is cut from the resized image; raise transform.resize or lower transform.crop")
     config.transform.resize, config.transform.crop = resize, crop
 
 
@@ -264,7 +307,7 @@ def _file_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[DictConfig]:
     path = config_file(path)
     if path.resolve() in seen:
         raise ConfigError(f"config files include each other in a loop: {path}")
-    layer = OmegaConf.load(path)
+    layer = _read_yaml(path)
     if not isinstance(layer, DictConfig):
         raise ConfigError(f"config file {path} must hold a mapping, not a list")
     layers: list[DictConfig] = []
@@ -274,11 +317,76 @@ def _file_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[DictConfig]:
     return [*layers, layer]
 
 
+def _read_yaml(path: Path) -> Any:
+    """The YAML file ``path``; ConfigError with the file, line and column of a syntax error."""
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError as error:
+        raise yaml_error(path, error) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a UTF-8 text (YAML) file") from None
+
+
+def yaml_error(path: str | Path, error: yaml.YAMLError) -> ConfigError:
+    """The ConfigError for a YAML syntax error in the file ``path``:
+    ``<path>:<line>:<column>: YAML syntax error: <what the parser found>``."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    return ConfigError(f"{where}: YAML syntax error: {_yaml_problem(error)}")
+
+
+def _override_layer(overrides: list[str]) -> DictConfig:
+    """The ``key=value`` overrides as one layer; ConfigError naming an override whose value is
+    not valid YAML."""
+    try:
+        return OmegaConf.from_dotlist(overrides)
+    except yaml.YAMLError:
+        for item in overrides:
+            try:
+                OmegaConf.from_dotlist([item])
+            except yaml.YAMLError as error:
+                raise ConfigError(f"override '{item}': its value is not valid YAML: "
+                                  f"{_yaml_problem(error)}") from None
+        raise
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    parts = [getattr(error, "context", None), getattr(error, "problem", None)]
+    return ", ".join(part for part in parts if part) or str(error)
+
+
+def numeric_ranges(schema: type = ExperimentConfig, prefix: str = "") -> dict[str, Range]:
+    """``{dotted key: Range}`` of every numeric key of the schema (a list's applies to each
+    of its items)."""
+    ranges = {}
+    for item in fields(schema):
+        if is_dataclass(item.default_factory):
+            ranges.update(numeric_ranges(item.default_factory, f"{prefix}{item.name}."))
+        elif RANGE in item.metadata:
+            ranges[f"{prefix}{item.name}"] = item.metadata[RANGE]
+    return ranges
+
+
+def check_ranges(config: DictConfig) -> None:
+    """ConfigError naming the key, its value and the valid range for the first numeric value
+    of ``config`` outside its ``Range`` (unset values are not checked)."""
+    for key, valid in numeric_ranges().items():
+        value = OmegaConf.select(config, key)
+        is_list = isinstance(value, ListConfig)
+        for item in value if is_list else [value]:
+            if item is not None and item not in valid:
+                shown = list(value) if is_list else value
+                what = "each item must be" if is_list else "valid values are"
+                finite = "" if math.isfinite(item) else " and finite"
+                raise ConfigError(f"{key}={shown} is out of range: {what} {valid}{finite}")
+
+
 def validate(config: DictConfig) -> None:
     """Checks that need more than a type: names, ranges, protocol consistency."""
     from sdm.losses import LOSS_NAMES, LOSSES, MINER_NAMES, MINERS
     from sdm.models.trunks import TRUNK_NAMES
 
+    check_ranges(config)  # first: the checks below divide by some of these values
     checks = [
         (config.dataset.name in C.DATASET_NAMES,
          f"dataset.name '{config.dataset.name}' is not one of {', '.join(C.DATASET_NAMES)}"),
@@ -288,16 +396,8 @@ def validate(config: DictConfig) -> None:
          f"loss.name '{config.loss.name}' is not one of {', '.join(LOSS_NAMES)}"),
         (config.loss.miner is None or config.loss.miner in MINER_NAMES,
          f"loss.miner '{config.loss.miner}' is not one of {', '.join(MINER_NAMES)}"),
-        (config.sdm.passes >= 1 and config.sdm.masks >= 1, "sdm.passes and sdm.masks must be >= 1"),
-        (0 <= config.sdm.alpha < float("inf"),
-         "sdm.alpha (inverse temperature) must be a finite number >= 0"),
-        (0 <= config.sdm.embedding_dropout < 1, "sdm.embedding_dropout must be in [0, 1)"),
-        (0 <= config.sdm.feature_dropout < 1, "sdm.feature_dropout must be in [0, 1)"),
         (config.training.batch_size % config.training.m_per_class == 0,
          "training.batch_size must be a multiple of training.m_per_class"),
-        (all(0 <= f < C.NUM_FOLDS for f in config.training.folds),
-         f"training.folds must be fold numbers 0..{C.NUM_FOLDS - 1}"),
-        (config.training.save_interval >= 1, "training.save_interval must be >= 1"),
         (len(config.model.embedding_sizes) >= 1, "model.embedding_sizes must not be empty"),
     ]
     for ok, message in checks:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from sdm.constants import FOLD_FOLDER
+from sdm.errors import UserInputError, cause
 
 PACKAGES = ("torch", "torchvision", "pytorch-metric-learning", "faiss-cpu", "numpy", "omegaconf")
 
@@ -67,11 +68,25 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write(Path(path), lambda stream: torch.save(state, stream), "wb")
 
 
+class CheckpointError(UserInputError):
+    """A checkpoint file that is there but cannot be used: damaged, or not a checkpoint."""
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The dict ``save_checkpoint`` wrote to ``path``, on the CPU. FileNotFoundError when there
+    is no file; CheckpointError naming the file when it cannot be read as a checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a damaged file fails in torch.load in many different ways
+        raise CheckpointError(f"checkpoint {path} cannot be read: it is damaged or not a "
+                              f"checkpoint ({cause(error)})") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not the "
+                              "dict of a checkpoint")
+    return state
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:

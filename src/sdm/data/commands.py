@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_root_argument(cache)
     cache.add_argument(
         "--size",
-        type=_image_size,
+        type=whole_number_at_least(MIN_IMAGE_SIZE),
         default=RESIZE,
         help=f"shorter side in pixels, the pipelines' resize (default {RESIZE})",
     )
     cache.add_argument("--allow-partial", action="store_true", help="accept wrong counts")
-    cache.add_argument("--workers", type=int, default=2, help="resizing threads (default 2)")
+    cache.add_argument("--workers", type=whole_number_at_least(1), default=2,
+                       help="resizing threads (default 2)")
     cache.set_defaults(func=run_cache)
 
     glyphs = commands.add_parser("glyphs", help="build the embedded glyph demo dataset")
@@ -240,15 +242,20 @@ def _describe_partition(dataset: ImageDataset) -> str:
     )
 
 
-def _image_size(text: str) -> int:
-    """An argparse type: a whole number of pixels, at least MIN_IMAGE_SIZE."""
-    try:
-        size = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if size < MIN_IMAGE_SIZE:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_IMAGE_SIZE}, got {size}")
-    return size
+def whole_number_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number, at least ``minimum`` (else a usage error naming the
+    option, the value and the minimum)."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
 
 
 def _fail(error: Exception | str) -> int:

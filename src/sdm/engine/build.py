@@ -23,13 +23,12 @@ from sdm.constants import RESIZE
 from sdm.data.datasets import ImageDataset, load_dataset
 from sdm.data.splits import Splits, dataset_splits
 from sdm.data.transforms import build_transform
-from sdm.errors import UserInputError
 from sdm.engine.precision import TrainingPrecision, training_precision
+from sdm.errors import UserInputError
 from sdm.losses import build_loss, build_miner
 from sdm.models.embedder import Embedder
 from sdm.models.embedding_model import EmbeddingModel
 from sdm.models.trunks import build_trunk, input_convention
-
 
 DEVICE_PATTERN = re.compile(r"cpu|mps|cuda(:\d+)?")
 

@@ -30,6 +30,7 @@ from sdm.results import TestResults, read_results
 # Keys that may change between a run and its resumption without changing what is trained
 # (the device and how SDM's passes are run change random draws and rounding, not the method).
 RESUMABLE_KEYS = ("name", "experiments_root", "dataset.root", "dataset.use_cache",
+                  "dataset.check_images",
                   "training.folds", "training.device", "training.num_workers",
                   "training.eval_batch_size", "evaluation.", "sdm.shared_stem",
                   "sdm.batched_passes")

@@ -33,6 +33,7 @@ from sdm.engine.distributed import DistributedContext
 from sdm.engine.embeddings import compute_embeddings
 from sdm.engine.precision import prepare_model
 from sdm.engine.step import train_step
+from sdm.errors import cause
 from sdm.metrics import retrieval_metrics
 from sdm.models.batchnorm import train_with_frozen_batchnorm
 
@@ -111,10 +112,40 @@ class FoldTrainer:
         records.save_checkpoint(self.folder / C.LATEST_CHECKPOINT, state)
 
     def _resume(self) -> bool:
+        """Restores the fold from its latest checkpoint; False when there is none.
+        CheckpointError saying what to do when it cannot be read or does not fit the fold."""
         path = self.folder / C.LATEST_CHECKPOINT
         if not path.is_file():
             return False
-        state = records.load_checkpoint(path)
+        try:
+            self._restore(records.load_checkpoint(path))
+        except (records.CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise records.CheckpointError(self._unusable_latest(path, error)) from error
+        return True
+
+    def _unusable_latest(self, path: Path, error: Exception) -> str:
+        """Why the latest checkpoint ``path`` cannot resume the fold, whether the best
+        checkpoint is intact, and how to restart the fold (nothing is deleted here)."""
+        if isinstance(error, records.CheckpointError):
+            reason = str(error)
+        else:
+            reason = (f"checkpoint {path} does not fit this fold's model and training state "
+                      f"({cause(error)})")
+        best = self.folder / C.BEST_CHECKPOINT
+        keep = ""
+        try:
+            best_note = (f"Its best checkpoint {best} is intact (epoch "
+                         f"{records.load_checkpoint(best).get('epoch', '?')})")
+            keep = f"; the restart replaces {best}, so copy it elsewhere first to keep it"
+        except FileNotFoundError:
+            best_note = f"It has no best checkpoint ({best})"
+        except records.CheckpointError:
+            best_note = f"Its best checkpoint {best} cannot be read either"
+        return (f"fold {self.fold} cannot resume: {reason}. {best_note}. To restart fold "
+                f"{self.fold} from epoch 0, delete {path} and run the same command again{keep}")
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Model, loss, optimizers, scaler, fold state, sampler and RNGs from ``state``."""
         self.model.trunk.load_state_dict(state["trunk"])
         self.model.embedder.load_state_dict(state["embedder"])
         self.loss.load_state_dict(state["loss"])
@@ -129,7 +160,6 @@ class FoldTrainer:
         random.setstate(rng["python"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        return True
 
     # ----- validation --------------------------------------------------------------------
 

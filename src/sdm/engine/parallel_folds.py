@@ -15,7 +15,6 @@ from __future__ import annotations
 import faulthandler
 import multiprocessing
 import os
-import re
 import signal
 import sys
 import time
@@ -36,10 +35,10 @@ from sdm import records
 from sdm.engine import build
 from sdm.engine.experiment import prepare_experiment
 from sdm.engine.fold import FoldTrainer
+from sdm.errors import UserInputError
 
 DONE = "done"
 FAILED = "failed"
-DEVICE_PATTERN = re.compile(r"cpu|mps|cuda(:\d+)?")
 # The end of a worker's error message kept in its result: it must fit in the pipe's buffer
 # (64 KiB at least), as the parent reads it only once the worker has ended.
 ERROR_CHARS = 4000
@@ -63,38 +62,22 @@ class _Job:
 def parse_devices(text: str) -> list[str]:
     """The devices of ``--devices``: a non-empty comma-separated list of ``cpu``, ``cuda``,
     ``cuda:N`` and ``mps`` (a device may repeat: ``cpu,cpu`` trains two folds at once).
-    ValueError saying what is wrong, see ``check_devices``."""
+    UserInputError saying what is wrong, see ``check_devices``."""
     devices = [item.strip() for item in text.split(",")]
     if "" in devices:
-        raise ValueError(f"--devices {text!r}: expected a comma-separated list of devices "
-                         "without empty items, such as cpu,cpu or cuda:0,cuda:1")
+        raise UserInputError(f"--devices {text!r}: expected a comma-separated list of devices "
+                             "without empty items, such as cpu,cpu or cuda:0,cuda:1")
     check_devices(devices)
     return devices
 
 
 def check_devices(devices: Sequence[str]) -> None:
-    """ValueError unless ``devices`` is non-empty and each is ``cpu``, ``mps`` (when
-    available) or ``cuda`` / ``cuda:N`` with N below ``torch.cuda.device_count()``; the error
-    for a missing CUDA device names the available ones."""
+    """UserInputError unless ``devices`` is non-empty and each is a device of this machine
+    (``build.check_device``: the error for a missing CUDA device names the available ones)."""
     if not devices:
-        raise ValueError("--devices: no device given; expected e.g. cpu,cpu or cuda:0,cuda:1")
+        raise UserInputError("--devices: no device given; expected e.g. cpu,cpu or cuda:0,cuda:1")
     for device in devices:
-        if not DEVICE_PATTERN.fullmatch(device):
-            raise ValueError(f"--devices: unknown device {device!r}; "
-                             "expected cpu, cuda, cuda:N or mps")
-        if device == "mps" and not torch.backends.mps.is_available():
-            raise ValueError("--devices: mps is not available on this machine")
-        if device.startswith("cuda"):
-            _check_cuda_index(device, int(device.partition(":")[2] or 0))
-
-
-def _check_cuda_index(device: str, index: int) -> None:
-    count = torch.cuda.device_count()
-    if index >= count:
-        available = (", ".join(f"cuda:{i}" for i in range(count)) if count
-                     else "none (no CUDA device is visible)")
-        raise ValueError(f"--devices: {device} does not exist; available CUDA devices: "
-                         f"{available}")
+        build.check_device(device, "--devices")
 
 
 def _cpu_threads(devices: Sequence[str], folds: int) -> int:
@@ -134,8 +117,8 @@ def run_folds_in_parallel(config: DictConfig, devices: Sequence[str],
 def _check_distinct(folds: list[int]) -> None:
     repeated = sorted({fold for fold in folds if folds.count(fold) > 1})
     if repeated:
-        raise ValueError(f"training.folds lists fold {repeated[0]} more than once: in parallel "
-                         "it would be trained twice at once in the same folder")
+        raise UserInputError(f"training.folds lists fold {repeated[0]} more than once: in "
+                             "parallel it would be trained twice at once in the same folder")
 
 
 def _finished_before(folder: Path, fold: int) -> dict[str, Any] | None:

@@ -2,12 +2,16 @@
 
 The dataset has been found and split by then (``build.load_experiment_dataset`` raises on a
 missing or too small dataset). Here: every configured fold can fill its batches, validation
-and test classes have something to retrieve, the loss can be built, and the trunk's weights
-file is present. Problems raise ``ConfigError`` (or FileNotFoundError for weights) saying what
-to change; what merely deserves attention comes back as warnings.
+and test classes have something to retrieve, the loss can be built, the trunk's weights
+file is present, and every image file of the splits opens (``dataset.check_images``).
+Problems raise ``ConfigError`` (or FileNotFoundError for weights) saying what to change; what
+merely deserves attention comes back as warnings.
 """
 
 from __future__ import annotations
+
+import sys
+import time
 
 import numpy as np
 from omegaconf import DictConfig
@@ -15,6 +19,7 @@ from omegaconf import DictConfig
 from sdm.config import ConfigError
 from sdm.constants import TEST_FRACTION, VAL_FRACTION
 from sdm.data.datasets import ImageDataset
+from sdm.data.image_check import describe_unreadable, image_files, unreadable_images
 from sdm.data.splits import Splits
 from sdm.engine import build
 from sdm.models.trunks import find_pretrained_weights
@@ -31,6 +36,7 @@ def check_experiment(config: DictConfig, dataset: ImageDataset, splits: Splits) 
     find_pretrained_weights(config.model.trunk, config.model.pretrained,
                             config.model.weights_path)
     _check_precision(config)
+    check_image_files(config, dataset, splits)
     return warnings
 
 
@@ -70,6 +76,27 @@ def classes_for_training_classes(needed: int) -> int:
     while total - int(total * VAL_FRACTION) - int(total * TEST_FRACTION) < needed:
         total += 1
     return total
+
+
+def check_image_files(config: DictConfig, dataset: ImageDataset, splits: Splits) -> None:
+    """ConfigError naming the image files that cannot be opened among those of the classes any
+    configured split uses (train and validation of ``training.folds``, and the test); prints
+    how many were checked and how long it took. Skipped with ``dataset.check_images=false``."""
+    if not config.dataset.check_images:
+        return
+    classes = set(splits.test)
+    for fold in config.training.folds:
+        classes |= set(splits.folds[fold].train) | set(splits.folds[fold].val)
+    paths = image_files(dataset.subset(classes))
+    if not paths:
+        return
+    start = time.perf_counter()
+    bad = unreadable_images(paths)
+    print(f"checked the headers of {len(paths)} image files in "
+          f"{time.perf_counter() - start:.1f} s (dataset.check_images=false skips this)",
+          file=sys.stderr)
+    if bad:
+        raise ConfigError(describe_unreadable(bad, len(paths), "dataset.check_images=false"))
 
 
 def _images_per_class(dataset: ImageDataset) -> dict[int, int]:

@@ -27,6 +27,7 @@ from sdm.engine.experiment import ExperimentFolder
 from sdm.inference.errors import InferenceError
 from sdm.inference.identity import model_identity
 from sdm.models.embedding_model import EmbeddingModel
+from sdm.records import CheckpointError
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
@@ -75,21 +76,37 @@ def load_model(
     ``fold``: that fold's best checkpoint; None takes the lowest trained fold.
     ``concatenated``: every trained fold's best checkpoint, concatenated (not with ``fold``).
     ``device``: where the model runs; None takes the experiment's ``training.device``.
-    Raises FileNotFoundError for a folder that is no experiment or has no trained fold, and
-    InferenceError for a fold that is not trained.
+    Raises FileNotFoundError for a folder that is no experiment or has no trained fold,
+    InferenceError for a fold that is not trained or whose best checkpoint cannot be read, and
+    UserInputError for a device this machine does not have.
     """
     experiment = ExperimentFolder(experiment_dir)
     config = experiment.config
     folds = chosen_folds(experiment, fold, concatenated)
-    models = [build.load_checkpoint_model(config, experiment.checkpoint(f, C.BEST_CHECKPOINT))
-              for f in folds]
+    run_on = (build.resolve_device(config.training.device,
+                                   "the experiment's training.device (choose one with --device)")
+              if device is None else build.resolve_device(str(device), "--device"))
+    models = [_best_model(experiment, config, f) for f in folds]
     transform = build.image_transform(config, train=False)
     shape = experiment_input_shape(config, transform)
     model = InferenceModel(models, transform, shape, config)
     model.identity = model_identity(experiment, config, folds, concatenated, shape,
                                     model.embedding_dim)
-    model.to(build.resolve_device(config.training.device) if device is None else device)
+    model.to(run_on)
     return model, transform
+
+
+def _best_model(experiment: ExperimentFolder, config: DictConfig, fold: int) -> EmbeddingModel:
+    """The model of ``fold``'s best checkpoint; InferenceError saying what to do when that
+    file cannot be read."""
+    path = experiment.checkpoint(fold, C.BEST_CHECKPOINT)
+    try:
+        return build.load_checkpoint_model(config, path)
+    except CheckpointError as error:
+        raise InferenceError(
+            f"{error}; choose another trained fold with --fold, or train fold {fold} again "
+            f"(delete {experiment.fold(fold)} and run sdm train with the experiment's "
+            "config)") from error
 
 
 def chosen_folds(experiment: ExperimentFolder, fold: int | None, concatenated: bool) -> list[int]:

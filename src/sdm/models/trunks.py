@@ -17,6 +17,7 @@ from torchvision.models import ResNet50_Weights
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from sdm.constants import BNINCEPTION_INPUT, CROP, GLYPH_INPUT, IMAGENET_INPUT, RESIZE
+from sdm.errors import UserInputError, cause
 from sdm.models import bn_inception, efficientnet_lite
 from sdm.models.small_cnn import SmallCNN
 from sdm.models.stages import (
@@ -167,18 +168,27 @@ def load_weights(module: nn.Module, path: str | os.PathLike, *,
 
     A ``module.`` prefix on every key (a model saved from ``nn.DataParallel``) is removed first.
     BatchNorm ``num_batches_tracked`` buffers missing from old files are filled in by PyTorch.
+    UserInputError naming the file when it cannot be read, holds no state dict or does not fit.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    expected = ("model.weights_path must name a file written by "
+                "torch.save(module.state_dict(), path)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged or foreign file fails in torch.load in many ways
+        raise UserInputError(
+            f"weights file {path} cannot be read ({cause(error)}); {expected}") from error
+    if not isinstance(state, Mapping) or not all(isinstance(key, str) for key in state):
+        raise UserInputError(
+            f"weights file {path} holds a {type(state).__name__}, not a state dict; {expected}")
     if state and all(key.startswith("module.") for key in state):
         state = {key.removeprefix("module."): value for key, value in state.items()}
     kept = {key: value for key, value in state.items() if not key.startswith(drop_prefixes)}
     try:
         module.load_state_dict(kept, strict=True)
     except RuntimeError as error:
-        raise RuntimeError(
-            f"weights in {path} do not fit {type(module).__name__}: {error}") from None
+        details = " ".join(str(error).split())  # one line; PyTorch lists every key
+        raise UserInputError(f"weights in {path} do not fit {type(module).__name__}: "
+                             f"{details[:500]}") from None
 
 
 def _check_point(name: str, module: StagedTrunk) -> None:

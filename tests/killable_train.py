@@ -1,0 +1,90 @@
+"""``sdm train`` that stops at a chosen moment so that a test can SIGKILL it there.
+
+    python tests/killable_train.py STOP CONFIG|KEY=VALUE...
+
+STOP is one of
+  ``step:E:S``   after training step S (1-based) of epoch E;
+  ``saved:E``    once ``latest.pth`` of epoch E is in place;
+  ``writing:E``  while ``latest.pth`` of epoch E is being written: half of its bytes are in
+                 the temporary file, the rest not yet.
+At that moment the process prints ``STOPPED <STOP>`` on stdout and blocks forever (the test
+kills it). Everything else is the real ``sdm train``: the patches only observe, they change
+no computation, so the run's numbers are those of ``python -m sdm train``.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdm import cli, records
+from sdm.constants import LATEST_CHECKPOINT
+from sdm.engine import fold
+
+LATEST = Path(LATEST_CHECKPOINT).name
+
+
+def stop_here(stop: str) -> None:
+    """Announces the moment on stdout, then blocks until killed."""
+    print(f"STOPPED {stop}", flush=True)
+    threading.Event().wait()
+
+
+def install(stop: str) -> None:
+    """Patches the one place in the child that ``stop`` names."""
+    kind, *numbers = stop.split(":")
+    epoch = int(numbers[0])
+    if kind == "step":
+        step_wanted = int(numbers[1])
+        train_one_epoch, train_step = fold.FoldTrainer.train_one_epoch, fold.train_step
+        current = {"epoch": 0, "step": 0}
+
+        def counting_epoch(self: fold.FoldTrainer, number: int) -> float:
+            current.update(epoch=number, step=0)
+            return train_one_epoch(self, number)
+
+        def counting_step(*args: Any, **kwargs: Any) -> float:
+            value = train_step(*args, **kwargs)
+            current["step"] += 1
+            if (current["epoch"], current["step"]) == (epoch, step_wanted):
+                stop_here(stop)
+            return value
+
+        fold.FoldTrainer.train_one_epoch = counting_epoch
+        fold.train_step = counting_step
+    elif kind == "saved":
+        save_checkpoint = records.save_checkpoint
+
+        def observed_save(path: str | Path, state: dict[str, Any]) -> None:
+            save_checkpoint(path, state)
+            if Path(path).name == LATEST and state["epoch"] == epoch:
+                stop_here(stop)
+
+        records.save_checkpoint = observed_save
+    elif kind == "writing":
+        save = torch.save
+
+        def half_save(obj: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+            # Only the latest checkpoint holds the optimizers' state.
+            if isinstance(obj, dict) and "optimizers" in obj and obj["epoch"] == epoch:
+                buffer = io.BytesIO()
+                save(obj, buffer, *args, **kwargs)
+                data = buffer.getvalue()
+                target.write(data[:len(data) // 2])
+                target.flush()
+                stop_here(stop)
+            save(obj, target, *args, **kwargs)
+
+        torch.save = half_save
+    else:
+        raise SystemExit(f"unknown STOP {stop!r}; expected step:E:S, saved:E or writing:E")
+
+
+if __name__ == "__main__":
+    install(sys.argv[1])
+    sys.exit(cli.main(["train", *sys.argv[2:]]))
