@@ -13,9 +13,9 @@ from sdm.sdm_loss import SDMLoss
 EXP_CONFIGS = Path(__file__).resolve().parents[1] / "exp_configs"
 # Layers meant to go on top of a complete config, not experiments of their own.
 SHARED = {"cub200.yaml", "cars196.yaml", "sop.yaml", "inshop.yaml", "sdm_paper.yaml", "base.yaml",
-          "glyphs_pretrained.yaml"}
+          "glyphs_pretrained.yaml", "sdm_cheap.yaml"}
 CONFIGS = sorted(p for p in EXP_CONFIGS.rglob("*.yaml")
-                 if p.name not in SHARED and p.parent.name != "ablation")
+                 if p.name not in SHARED and p.parent.name not in ("ablation", "studies"))
 PAPER = ["cub_contrast", "cub_triplet", "cub_margin", "cub_ms",
          "car_contrast", "car_triplet", "car_margin", "car_ms"]
 
@@ -89,3 +89,17 @@ def test_ablation_arms_change_exactly_what_they_say(loss, arm):
     glyphs = load_config([*files, EXP_CONFIGS / "glyphs_pretrained.yaml",
                           EXP_CONFIGS / "ablation" / f"{arm}.yaml"])
     assert config_difference(changed, glyphs) == {"dataset.name": ("icons", "glyphs")}
+
+
+def test_the_cheap_sdm_layer_is_the_paper_setting_with_the_dropout_moved_late():
+    from sdm.config import config_difference
+
+    files = [EXP_CONFIGS / "icons" / "ms.yaml"]
+    paper = load_config([*files, EXP_CONFIGS / "ablation" / "paper.yaml"])
+    cheap = load_config([*files, EXP_CONFIGS / "sdm_cheap.yaml"])
+    changed = config_difference(paper, cheap)
+    assert set(changed) <= {"sdm.perturb_at", "sdm.feature_dropout", "sdm.passes"}
+    assert changed["sdm.perturb_at"][0] == "stem" and cheap.sdm.perturb_at != "stem"
+    model = build_model(load_config([*files, EXP_CONFIGS / "sdm_cheap.yaml"],
+                                    ["model.pretrained=false"]))
+    assert model.trunk.perturb_at == cheap.sdm.perturb_at

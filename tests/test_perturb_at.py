@@ -177,3 +177,25 @@ def test_training_step_with_the_prefix_run_once_matches(one_thread, tiny_config,
     assert results[True][0] == pytest.approx(results[False][0], rel=1e-6)
     for name, expected in results[False][1].items():
         assert _largest_difference(results[True][1][name], expected) <= 1e-5, name
+
+
+def test_list_points_and_an_unknown_point_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    def sdm(*args):
+        return subprocess.run([sys.executable, "-m", "sdm", *args], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
+
+    listed = sdm("list-points", "resnet50", "--side", "224")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split(None, 1) for line in listed.stdout.splitlines()]
+    assert rows[0] == ["stem", "64 x 112 x 112"] and rows[-2] == ["layer4", "2048 x 7 x 7"]
+    assert rows[-1] == ["pooled", "2048"]
+    unknown = sdm("list-points", "vgg16")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "unknown trunk 'vgg16'" in unknown.stderr
+    bad = sdm("train", "cub_ms", "sdm.perturb_at=layer3", f"dataset.root={tmp_path}")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert ("sdm.perturb_at 'layer3' is not a point of trunk bninception; its points, first "
+            "to last: stem, conv2, inception_3a") in bad.stderr

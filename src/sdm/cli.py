@@ -9,14 +9,12 @@ from collections.abc import Sequence
 from omegaconf import DictConfig
 
 from sdm.config import ConfigError, load_config
-from sdm.data.images import DatasetError
 from sdm.errors import UserInputError
-from sdm.inference.errors import InferenceError
 
 USAGE_ERROR = 2  # the exit status of bad input, as argparse's for a bad command line
 # What bad input raises (OSError: a file that is missing or cannot be read or written); any
 # other exception is a bug and keeps its traceback.
-USER_INPUT_ERRORS = (UserInputError, DatasetError, InferenceError, OSError)
+USER_INPUT_ERRORS = (UserInputError, OSError)
 
 DESCRIPTION = """\
 Sensitivity-aware Distance Measurement (SDM) for deep metric learning, under the
@@ -159,8 +157,11 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _list_points(args: argparse.Namespace) -> int:
-    from sdm.models.trunks import describe_points
+    from sdm.models.trunks import TRUNK_NAMES, describe_points
 
+    if args.trunk not in TRUNK_NAMES:
+        raise ConfigError(f"unknown trunk {args.trunk!r}; expected one of "
+                          f"{', '.join(TRUNK_NAMES)}")
     print(describe_points(args.trunk, args.side))
     return 0
 

@@ -403,11 +403,22 @@ def validate(config: DictConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _check_perturbation_point(config.model.trunk, config.sdm.perturb_at)
     _check_parameter_names("loss.params", config.loss.params, config.loss.name,
                            LOSSES[config.loss.name].params)
     if config.loss.miner is not None:
         _check_parameter_names("loss.miner_params", config.loss.miner_params, config.loss.miner,
                                MINERS[config.loss.miner][1])
+
+
+def _check_perturbation_point(trunk: str, point: str) -> None:
+    from sdm.models.trunks import perturbation_point_names
+
+    points = perturbation_point_names(trunk)
+    if point not in points:
+        raise ConfigError(f"sdm.perturb_at '{point}' is not a point of trunk {trunk}; its "
+                          f"points, first to last: {', '.join(points)} (`sdm list-points "
+                          f"{trunk}` gives their feature shapes)")
 
 
 def _check_parameter_names(key: str, params: Any, owner: str, accepted: tuple[str, ...]) -> None:

@@ -26,6 +26,7 @@ from sdm import constants as C
 from sdm import records
 from sdm.constants import CONCATENATED, SEPARATED
 from sdm.engine.experiment import ExperimentFolder
+from sdm.errors import UserInputError
 from sdm.results import markdown_table, percent_row
 
 PAPER_METHODS = {
@@ -184,7 +185,7 @@ def seed_groups(experiments: list[Experiment]) -> dict[str, dict[int, Experiment
         group, seed = group_and_seed(experiment)
         seeds = groups.setdefault(group, {})
         if seed in seeds:
-            raise ValueError(f"{seeds[seed].folder} and {experiment.folder} are both seed "
+            raise UserInputError(f"{seeds[seed].folder} and {experiment.folder} are both seed "
                              f"{seed} of group {group}")
         seeds[seed] = experiment
     return {group: dict(sorted(seeds.items())) for group, seeds in groups.items()}
@@ -198,7 +199,7 @@ def resolve_baseline(groups: dict[str, dict[int, Experiment]], name: str) -> str
     for group, seeds in groups.items():
         if any(str(experiment.config.name) == name for experiment in seeds.values()):
             return group
-    raise ValueError(f"unknown baseline {name!r}; the groups found are: {', '.join(groups)}")
+    raise UserInputError(f"unknown baseline {name!r}; the groups found are: {', '.join(groups)}")
 
 
 def percent_scores(experiment: Experiment) -> dict[str, float]:

@@ -22,7 +22,7 @@ import yaml
 
 from sdm import constants as C
 from sdm import records
-from sdm.config import ConfigError, load_config
+from sdm.config import ConfigError, load_config, yaml_error
 
 TIMING_FILE = "study_seconds.json"
 
@@ -85,7 +85,7 @@ def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ConfigError(f"study plan {path} is not valid YAML: {error}") from None
+        raise yaml_error(path, error) from None
     if not isinstance(data, dict):
         raise ConfigError(f"study plan {path} must be a mapping of keys")
     missing = [key for key in ("name", "ledger", "baseline", "datasets", "losses", "arms",

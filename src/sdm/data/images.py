@@ -10,6 +10,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from sdm.errors import UserInputError
+
 # Appended to the errors of read_rgb_image: a failed read during training is rarely the only one.
 CHECK_HINT = (
     "; find every unreadable image first with `sdm data check <dataset> --verify-images` "
@@ -17,7 +19,7 @@ CHECK_HINT = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(UserInputError):
     """Data on disk is missing, incomplete or unreadable; the message says what to do."""
 
 

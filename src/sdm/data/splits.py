@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sdm.constants import INSHOP_TRAIN, NUM_FOLDS, TEST_FRACTION, VAL_FRACTION
+from sdm.errors import UserInputError
 
 if TYPE_CHECKING:
     from sdm.data.base import ImageDataset
@@ -66,7 +67,7 @@ def mlrc_splits(
     ordered = _sorted_classes(classes)
     num_classes = len(ordered)
     if num_classes < MIN_MLRC_CLASSES:
-        raise ValueError(
+        raise UserInputError(
             f"the MLRC split needs at least {MIN_MLRC_CLASSES} classes, got {num_classes}; "
             "use half_split for a plain train/test split of fewer classes"
         )
@@ -74,7 +75,7 @@ def mlrc_splits(
     num_test = int(num_classes * test_fraction)
     num_train = num_classes - num_val - num_test
     if min(num_val, num_test, num_train) < 1:
-        raise ValueError(
+        raise UserInputError(
             f"{num_classes} classes with val_fraction={val_fraction} and "
             f"test_fraction={test_fraction} give {num_train} train, {num_val} val and "
             f"{num_test} test classes; each must be at least 1"
@@ -102,14 +103,14 @@ def dataset_splits(dataset: ImageDataset, num_folds: int = NUM_FOLDS) -> Splits:
     val_share = VAL_FRACTION / (1 - TEST_FRACTION)
     num_val = int(len(trainval) * val_share)
     if not test or num_val < 1:
-        raise ValueError(
+        raise UserInputError(
             f"dataset {dataset.name!r} has {len(trainval)} train classes and {len(test)} "
             f"query/gallery classes; the folds need int(train classes * {val_share:g}) >= 1 "
             "val classes and the test at least one class"
         )
     shared = sorted(set(trainval) & set(test))
     if shared:
-        raise ValueError(
+        raise UserInputError(
             f"dataset {dataset.name!r} has classes with both train and query/gallery images, "
             f"e.g. {shared[:5]}; its partition must keep the classes apart"
         )

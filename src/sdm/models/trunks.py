@@ -6,6 +6,7 @@ given, otherwise the file's usual place (the torch hub cache, or the package tha
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -145,6 +146,12 @@ def perturbation_points(name: str, side: int | None = None) -> list[tuple[str, t
             module, channels = _PRETRAINABLE[name].model_class(), 3
             side = side or _PRETRAINABLE[name].image_size[1]
     return point_shapes(module, (channels, side, side))
+
+
+@functools.cache
+def perturbation_point_names(name: str) -> tuple[str, ...]:
+    """The names of trunk ``name``'s perturbation points, first to last."""
+    return tuple(point for point, _ in perturbation_points(name))
 
 
 def describe_points(name: str, side: int | None = None) -> str:
