@@ -88,11 +88,9 @@ def compute_table(plan: StudyPlan, groups: Groups, costs: list[dict]) -> str:
             lines.append(
                 f"| {dataset} | {loss} | {plan.arms[arm].label} | {len(per_seed)} | "
                 f"{'-' if cost is None else f'{cost:.2f}x'} | "
-                f"{format_mean_std(*mean_and_std(epochs))} | "
-                f"{format_mean_std(*mean_and_std(best))} | "
-                f"{format_mean_std(*mean_and_std(steps))} | "
-                f"{format_mean_std(*mean_and_std(compute)) if compute else '-'} | "
-                f"{_seconds(entries)} | "
+                f"{_spread(epochs, 1)} | {_spread(best, 1)} | {_spread(steps, 0)} | "
+                f"{_spread(compute, 0) if compute else '-'} | "
+                f"{_spread([e['seconds'] for e in entries if e.get('seconds')], 0) or '-'} | "
                 f"{format_mean_std(*mean_and_std([best_validation(e) for e in entries]))} | "
                 f"{cut or '-'} |")
     return ("| data | loss | arm | seeds | step cost | epochs run | best epoch | steps to best "
@@ -123,12 +121,13 @@ def _mean_over_folds(by_fold: dict[str, int]) -> float:
     return statistics.fmean(by_fold.values())
 
 
-def _seconds(entries: list[dict]) -> str:
-    seconds = [e["seconds"] for e in entries if e.get("seconds") is not None]
-    if not seconds:
-        return "-"
-    mean, std = mean_and_std(seconds)
-    return f"{mean:.0f}" if std is None else f"{mean:.0f} ± {std:.0f}"
+def _spread(values: list[float], digits: int) -> str:
+    """``mean ± std`` of ``values`` with ``digits`` decimals (the mean alone for one value,
+    empty for none)."""
+    if not values:
+        return ""
+    mean, std = mean_and_std(values)
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
