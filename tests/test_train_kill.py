@@ -121,6 +121,7 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_result(
 
     _train_to_end(overrides)
     assert latest_epoch() == 3
+    assert not list(folder.rglob(".*.tmp")), "the rerun removes the half-written file"
     expected_curve = records.read_csv(uninterrupted / C.METRICS_CSV)
     assert [row["epoch"] for row in expected_curve] == ["-1", "0", "1", "2", "3"]
     assert records.read_csv(folder / C.METRICS_CSV) == expected_curve

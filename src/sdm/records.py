@@ -27,6 +27,16 @@ from sdm.errors import UserInputError, cause
 PACKAGES = ("torch", "torchvision", "pytorch-metric-learning", "faiss-cpu", "numpy", "omegaconf")
 
 
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Deletes the temporary files ``atomic_write`` left below ``folder`` when its process was
+    killed mid-write (the real files are intact); returns them. Only for a folder no other
+    process is writing to."""
+    partial = sorted(Path(folder).rglob(".*.tmp")) if Path(folder).is_dir() else []
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
+
+
 def fold_folder(experiment_dir: str | Path, fold: int) -> Path:
     """``<experiment_dir>/fold_<fold>``."""
     return Path(experiment_dir) / FOLD_FOLDER.format(fold=fold)

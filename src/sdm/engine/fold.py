@@ -240,6 +240,7 @@ class FoldTrainer:
 
         if self.is_main:
             self.folder.mkdir(parents=True, exist_ok=True)
+            records.remove_partial_writes(self.folder)
             self.writer = SummaryWriter(str(self.folder / C.TENSORBOARD_FOLDER))
         else:
             self.writer = _SilentWriter()
