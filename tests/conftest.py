@@ -1,8 +1,9 @@
-"""Shared fixtures: one torch thread, the tiny CUB tree, and tiny-training configs.
+"""Shared fixtures: the torch thread count, the tiny CUB tree, and tiny-training configs.
 
 Builders of on-disk datasets live in ``fixtures.py`` (plain functions for any tmp path).
 """
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import torch
 
 from fixtures import make_cub_tree
 from sdm.config import load_config
+
+# Intra-op torch threads of the test session; no test may depend on it (rerun with 2 to check).
+THREADS = int(os.environ.get("SDM_TEST_THREADS", "1"))
 
 # A few iterations of the small CNN on the tiny fixtures: enough to exercise everything.
 TINY_TRAINING = (
@@ -26,9 +30,10 @@ TINY_TRAINING = (
 
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """One intra-op thread: on a shared 2-core machine more threads only stall each other."""
+    """``SDM_TEST_THREADS`` intra-op threads for the session, default 1: on a shared 2-core
+    machine more threads only stall each other."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS)
     yield
     torch.set_num_threads(threads)
 

@@ -188,3 +188,33 @@ def write_corrupt_jpeg(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 8)
     return path
+
+
+# Float32 ranking keys of unit-norm embeddings are exact to about 1e-6 in squared distance
+# (see sdm.metrics): fixtures whose ranking_margin exceeds this score the same under any
+# float rounding.
+TIE_MARGIN = 1e-5
+
+
+def ranking_margin(queries, query_labels, references=None, reference_labels=None) -> float:
+    """The smallest squared-distance gap (in float64) between two neighbours of a query that
+    are next to each other in its ranking, of different relevance, and among its R + 1
+    nearest (R = relevant references): rounding errors below it cannot change P@1,
+    R-Precision or MAP@R. Without references the queries are their own, each one's own item
+    excluded. Tensors: (N, D) and (N,), (M, D) and (M,)."""
+    self_retrieval = references is None
+    if self_retrieval:
+        references, reference_labels = queries, query_labels
+    queries, references = queries.double(), references.double()
+    distances = ((queries[:, None, :] - references[None, :, :]) ** 2).sum(dim=2)
+    candidates = len(references) - int(self_retrieval)
+    if self_retrieval:
+        distances.fill_diagonal_(float("inf"))
+    margin = float("inf")
+    for row, label in enumerate(query_labels.tolist()):
+        ranked, order = distances[row].sort()
+        relevant = (reference_labels[order] == label)[:candidates]
+        for k in range(min(int(relevant.sum()), candidates - 1)):
+            if relevant[k] != relevant[k + 1]:
+                margin = min(margin, float(ranked[k + 1] - ranked[k]))
+    return margin

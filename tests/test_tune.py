@@ -110,12 +110,56 @@ def test_a_seeded_study_repeats_its_parameters_and_its_best_config_trains(
     assert f"| first (tuned: best of 3 trials, trial_{first['best_trial']}) |" in report
 
 
-def tune_command(cub_root, tmp_path, tiny_overrides, trials, *extra) -> list[str]:
+# `sdm ARGS` (argv[2:]) with trial argv[1] held before its first epoch: the process prints
+# "held" and waits for a signal, so a signal sent after that line lands inside that trial.
+HELD_TRIAL = """
+import signal
+import sys
+
+from sdm.cli import main
+from sdm.engine.fold import FoldTrainer
+
+held_trial, train_one_epoch = f"trial_{sys.argv[1]}", FoldTrainer.train_one_epoch
+# Ctrl-C raises KeyboardInterrupt even where SIGINT came ignored (a shell's background job).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def held_epoch(self, epoch):
+    if self.folder.parent.name == held_trial:
+        print("held", flush=True)
+        signal.alarm(600)  # SIGALRM ends a process that the test failed to stop
+        while True:
+            signal.pause()
+    return train_one_epoch(self, epoch)
+
+
+FoldTrainer.train_one_epoch = held_epoch
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def tune_command(cub_root, tmp_path, tiny_overrides, trials, *extra,
+                 held_trial: int | None = None) -> list[str]:
+    """``sdm tune`` of a tiny study, with trial ``held_trial`` held (see HELD_TRIAL)."""
     space = write_space(tmp_path, "loss.params.margin: {low: 0.01, high: 0.5}\n")
-    return [sys.executable, "-m", "sdm.cli", "tune",
+    program = ["-m", "sdm.cli"] if held_trial is None else ["-c", HELD_TRIAL, str(held_trial)]
+    return [sys.executable, *program, "tune",
             *tiny_overrides(cub_root, tmp_path / "exp", "tiny", *ONE_EPOCH,
                             "training.max_epochs=3", "training.iterations_per_epoch=5"),
             "--space", str(space), "--trials", str(trials), "--study-name", "study", *extra]
+
+
+def start_held(command: list[str], errors: Path) -> subprocess.Popen:
+    """Starts ``command`` (from ``tune_command`` with ``held_trial``) in its own process
+    group, its stderr in the file ``errors``, and returns once its trial is held."""
+    with errors.open("w") as stream:
+        process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE,
+                                   stderr=stream, text=True, start_new_session=True)
+    for line in process.stdout:
+        if line.strip() == "held":
+            return process
+    raise AssertionError(f"ended with {process.wait()} before its trial was held: "
+                         f"{errors.read_text()[-4000:]}")
 
 
 def subprocess_env() -> dict[str, str]:
@@ -131,18 +175,16 @@ def test_a_study_killed_mid_trial_resumes_without_losing_or_repeating_trials(
         cub_root, tmp_path, tiny_overrides):
     command = tune_command(cub_root, tmp_path, tiny_overrides, 3, "--heartbeat", "1")
     folder = tmp_path / "exp" / "study"
-    process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 300
-    while not (folder / "trial_1" / "fold_0" / C.METRICS_CSV).is_file():
-        assert process.poll() is None and time.time() < deadline, process.stderr.read()
-        time.sleep(0.2)
+    process = start_held(tune_command(cub_root, tmp_path, tiny_overrides, 3, "--heartbeat",
+                                      "1", held_trial=1), tmp_path / "stderr.txt")
     os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    process.communicate()
     url = f"sqlite:///{folder / C.STUDY_DATABASE}"
     study = optuna.load_study(study_name="study", storage=url)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.RUNNING]
-    time.sleep(3)  # the killed trial's heartbeat is now older than the grace period (2 s)
+    # Not a synchronisation (the process is dead): the killed trial counts as stale once
+    # its last heartbeat is older than the grace period (2 s).
+    time.sleep(3)
     finished = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True,
                               timeout=600)
     assert finished.returncode == 0, finished.stderr
@@ -186,17 +228,14 @@ def two_workers_finish_distinct_trials(cub_root, tmp_path, tiny_overrides, url):
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_the_finished_trials(cub_root, tmp_path, tiny_overrides):
-    command = tune_command(cub_root, tmp_path, tiny_overrides, 3)
     folder = tmp_path / "exp" / "study"
-    process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 300
-    while not (folder / "trial_1" / "fold_0" / C.METRICS_CSV).is_file():
-        assert process.poll() is None and time.time() < deadline, process.stderr.read()
-        time.sleep(0.2)
+    errors = tmp_path / "stderr.txt"
+    process = start_held(tune_command(cub_root, tmp_path, tiny_overrides, 3, held_trial=1),
+                         errors)
     os.killpg(process.pid, signal.SIGINT)
-    assert process.wait(timeout=120) == 130
-    assert "rerun the same command to continue" in process.stderr.read()
+    process.communicate(timeout=120)
+    assert process.returncode == 130, errors.read_text()[-4000:]
+    assert "rerun the same command to continue" in errors.read_text()
     study = optuna.load_study(study_name="study", storage=f"sqlite:///{folder / C.STUDY_DATABASE}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
 

@@ -45,7 +45,12 @@ def evaluate_models(
     models: list[EmbeddingModel], test_set: ImageDataset, config: DictConfig,
     modes: tuple[str, ...] = C.EVAL_MODES,
 ) -> ModelSetScores:
-    """Separated and/or concatenated scores of ``models`` on ``test_set`` (eval transform set)."""
+    """Separated and/or concatenated scores of ``models`` on ``test_set`` (eval transform set).
+
+    Embeddings are computed in batches of ``training.eval_batch_size``. CPU and GPU kernels
+    may round differently for other batch sizes, so embeddings computed in other batches can
+    differ in their last bits, and on data with near-tied neighbours give other metrics.
+    """
     device = build.resolve_device(config.training.device)
     per_model = []
     labels = torch.empty(0)
