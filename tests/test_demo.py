@@ -34,7 +34,8 @@ def test_quick_demo_trains_evaluates_and_prints_the_table(tmp_path, capsys):
         maps[name] = 100 * results["trained"]["separated"]["mean"][C.MAP_AT_R]
     sdm_config = load_config([tmp_path / "exp" / "quick_sdm" / "config.yaml"])
     assert sdm_config.sdm.enabled and sdm_config.sdm.passes == 8
-    cheap = load_config([Path(__file__).parents[1] / "exp_configs" / "sdm_cheap.yaml"])
+    configs = Path(__file__).parents[1] / "exp_configs"
+    cheap = load_config([configs / "icons" / "ms.yaml", configs / "sdm_cheap.yaml"])
     assert sdm_config.sdm.perturb_at == cheap.sdm.perturb_at != "stem"
     # Equal compute: the baseline's iterations are SDM's 3 times the measured step cost.
     ratio = json.loads((tmp_path / "exp" / "quick_step_cost.json").read_text())["ratio"]
