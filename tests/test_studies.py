@@ -184,3 +184,16 @@ def test_the_shipped_plans_load_and_every_run_has_a_valid_config(plan_file):
         assert config.name == run_name(dataset, loss, arm, seed)
         assert config.training.seed == seed
         assert config.sdm.enabled == (arm != plan.baseline)
+
+
+def test_the_baseline_cut_needs_the_baseline_trained_to_the_arms_compute():
+    from sdm.study_report import _baseline_cut
+
+    baseline = {0: entry("off", 0, 10.0, enabled=False, curve=[[0, 5.0], [4, 6.0], [5, 9.0]],
+                         last_epoch=5)}
+    arm = {0: entry("late", 0, 12.0, curve=[[0, 5.0], [4, 8.0]])}
+    # 4 epochs x 1.18 = 4.72 -> the baseline's best up to epoch 5: 9, so 8 - 9 = -1
+    assert _baseline_cut(arm, baseline, 1.18) == "-1.00"
+    # 4 x 1.5 = 6 epochs of compute: the baseline stopped at 5, no fair cut
+    assert _baseline_cut(arm, baseline, 1.5) is None
+    assert _baseline_cut(arm, baseline, None) is None

@@ -100,8 +100,9 @@ def compute_table(plan: StudyPlan, groups: Groups, costs: list[dict]) -> str:
 
 def _baseline_cut(per_seed: dict[int, dict], baseline: dict[int, dict],
                   cost: float | None) -> str | None:
-    """Arm's best validation minus the baseline's best within the arm's compute, paired by
-    seed; None without a cost, or when the baseline's curve stops short of that compute."""
+    """Arm's best validation minus the baseline's best within the arm's compute (rounded up
+    to whole epochs, the baseline's validations), paired by seed; None without a cost, or
+    when the baseline's curve stops short of that compute."""
     if cost is None:
         return None
     differences = []
@@ -109,9 +110,9 @@ def _baseline_cut(per_seed: dict[int, dict], baseline: dict[int, dict],
         base = baseline.get(seed)
         if base is None:
             continue
-        budget = _mean_over_folds(entry["last_epoch"]) * cost
+        budget = math.ceil(_mean_over_folds(entry["last_epoch"]) * cost - 1e-9)
         reached = min(max(epoch for epoch, _ in curve) for curve in base["validation"].values())
-        if reached < math.floor(budget):
+        if reached < budget:
             return None
         differences.append(best_validation(entry) - best_validation(base, budget))
     return format_mean_std(*mean_and_std(differences)) if differences else None
