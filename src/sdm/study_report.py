@@ -162,6 +162,11 @@ def plot_gain_against_cost(panels: dict[str, dict[str, tuple[float, float, float
                   label="Pareto front")
         axis.axhline(0, color="black", linewidth=0.8)
         axis.set_xscale("log")
+        costs = [cost for cost, _, _ in arms.values()]
+        ticks = [t for t in (1, 1.25, 1.5, 2, 3, 4, 6, 8, 12, 16, 32)
+                 if min(costs) / 1.1 <= t <= max(costs) * 1.1]
+        axis.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+        axis.minorticks_off()
         axis.set_xlabel("training step cost (baseline steps, measured)")
         axis.set_ylabel("separated MAP@R − SDM off (points)")
         axis.set_title(title, fontsize=9)
