@@ -197,3 +197,19 @@ def test_the_baseline_cut_needs_the_baseline_trained_to_the_arms_compute():
     # 4 x 1.5 = 6 epochs of compute: the baseline stopped at 5, no fair cut
     assert _baseline_cut(arm, baseline, 1.5) is None
     assert _baseline_cut(arm, baseline, None) is None
+
+
+def test_the_cut_can_come_from_a_longer_baseline_in_another_ledger(tmp_path, cub_root):
+    plan = load_plan(write_plan(tmp_path, cub_root, long_baseline={
+        "ledger": "older.json", "arm": "long"}), tmp_path)
+    assert plan.long_baseline == (tmp_path / "older.json", "long")
+    # The plan's own baseline stops at epoch 4; the older ledger's ran 12 epochs.
+    ledger = {run_name("cub", "ms", "off", 0): entry("off", 0, 10.0, enabled=False),
+              run_name("cub", "ms", "late", 0): entry("late", 0, 12.0, point="block4",
+                                                      curve=[[0, 5.0], [4, 8.0]])}
+    older = {run_name("cub", "ms", "long", 0): entry(
+        "long", 0, 15.0, enabled=False, curve=[[0, 5.0], [6, 7.5], [12, 9.0]], last_epoch=12)}
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    table = compute_table(plan, collect(plan, ledger), COSTS)
+    # 4 epochs x 1.5 = 6: the longer baseline's best up to epoch 6 is 7.5, so 8 - 7.5
+    assert "| cub | ms | SDM at block4 | 1 | 1.50x |" in table and "| 0.50 |" in table

@@ -49,7 +49,11 @@ class Step:
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """A study: its runs are every step's (dataset, loss, arm, seed). Paths are absolute."""
+    """A study: its runs are every step's (dataset, loss, arm, seed). Paths are absolute.
+
+    ``long_baseline`` (ledger, arm): where the compute table finds the baseline trained longer
+    than the plan's own, whose validation curve it cuts at each arm's compute (same dataset,
+    loss and seed; default: the plan's baseline)."""
 
     name: str
     ledger: Path
@@ -61,6 +65,7 @@ class StudyPlan:
     steps: tuple[Step, ...]
     overrides: tuple[str, ...] = ()
     step_costs: Path | None = None
+    long_baseline: tuple[Path, str] | None = None
     notes: str = ""
 
     def runs(self) -> list[tuple[str, str, str, int]]:
@@ -112,6 +117,8 @@ def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
                 for dataset, losses in data["losses"].items()},
         arms=arms, steps=steps, overrides=tuple(data.get("overrides") or ()),
         step_costs=root / data["step_costs"] if data.get("step_costs") else None,
+        long_baseline=(root / data["long_baseline"]["ledger"], data["long_baseline"]["arm"])
+        if data.get("long_baseline") else None,
         notes=str(data.get("notes", "")))
     _check_plan(plan, path)
     return plan

@@ -71,10 +71,15 @@ def best_validation(entry: dict, last_epoch: float | None = None) -> float:
 def compute_table(plan: StudyPlan, groups: Groups, costs: list[dict]) -> str:
     """Per arm: step cost, epochs run and to the best epoch, compute (steps x step cost, in
     baseline steps) and the baseline's best validation within that compute against the
-    arm's own, paired by seed."""
+    arm's own, paired by seed (the plan's ``long_baseline`` when it names one)."""
     lines = []
+    long_runs = records.read_json(plan.long_baseline[0]) if plan.long_baseline else {}
     for (dataset, loss), arms in groups.items():
         baseline = arms.get(plan.baseline, {})
+        if plan.long_baseline:
+            seeds = {seed for per_seed in arms.values() for seed in per_seed}
+            names = {seed: run_name(dataset, loss, plan.long_baseline[1], seed) for seed in seeds}
+            baseline = {seed: long_runs[name] for seed, name in names.items() if name in long_runs}
         for arm, per_seed in arms.items():
             entries = list(per_seed.values())
             cost = step_cost(entries[0], costs)
@@ -210,7 +215,14 @@ def write_study_report(plan: StudyPlan) -> str:
                 mean, std = mean_and_std(gains)
                 cost_panels.setdefault(f"{dataset}, {loss}", {})[label] = (cost, mean, std)
     if groups:
-        text += "\n## Compute\n\n" + compute_table(plan, groups, costs)
+        cut_from = (f"`{plan.long_baseline[1]}` in `{plan.long_baseline[0].name}`"
+                    if plan.long_baseline else plan.arms[plan.baseline].label)
+        text += ("\n## Compute\n\nStep cost measured on the run's device (`step_costs`); "
+                 "compute = epochs run x iterations x step cost; the last column is the "
+                 "arm's best validation MAP@R minus that of the baseline "
+                 f"({cut_from}) within the arm's compute, rounded up to whole epochs, paired "
+                 "by seed (- where the baseline did not train that far).\n\n"
+                 + compute_table(plan, groups, costs))
     if differences:
         plot_paired_differences(differences, output / f"{plan.name}.png")
         text += f"\n![arm minus baseline]({plan.name}.png)\n"
