@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -43,6 +44,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         run_study(plan, dataset_root=args.dataset_root, device=args.device, steps=args.steps,
                   seeds=args.seeds, on_run=lambda name: _write_report(plan))
+    except KeyboardInterrupt:
+        print("sdm study: stopped; the finished runs are in the ledger and the run in progress "
+              "resumes from its folder: rerun the same command to continue", file=sys.stderr)
+        return 130
     finally:
         _write_report(plan)
     return 0
