@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: test demo lint venv fonts icons clean-venv
+.PHONY: test test-fast demo lint venv fonts icons clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,9 +15,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Everything: tests/unit (no training) and tests/integration (training, subprocesses, a
+# PostgreSQL server, torchrun), about 10 minutes on 2 cores.
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks run.py
 	$(PY) -m pytest
+
+# The unit tests alone: under a minute.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests/unit
 
 # Fonts for the glyph dataset: Debian packages when root, else whatever the machine has.
 fonts:

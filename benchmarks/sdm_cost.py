@@ -43,9 +43,8 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from sdm import records
+from sdm import storage
 from sdm.config import load_config
 from sdm.engine.build import (
     batched_passes,
@@ -86,7 +85,8 @@ class Setting:
             f"model.trunk={trunk}", "model.pretrained=false", f"loss.name={args.loss}",
             f"training.mixed_precision={args.amp}", f"training.channels_last={args.channels_last}",
             f"training.compile={args.compile}"])
-        config.sdm = OmegaConf.merge(config.sdm, sdm)
+        for key, value in sdm.items():
+            setattr(config.sdm, key, value)
         torch.manual_seed(0)
         self.device = torch.device(args.device)
         self.precision = build_precision(config, self.device)
@@ -186,9 +186,9 @@ def save_ratios(path: Path, args: argparse.Namespace, settings: dict[str, dict],
               "baseline_seconds": round(baseline, 5), "steps": args.steps,
               "ratios": ratios, "floors": floors}
     key = ("trunk", "side", "loss", "batch", "device")
-    kept = [old for old in (records.read_json(path) if path.is_file() else [])
+    kept = [old for old in (storage.read_json(path) if path.is_file() else [])
             if any(old[k] != record[k] for k in key)]
-    records.write_json(path, [*kept, record])
+    storage.write_json(path, [*kept, record])
 
 
 def _device_name(device: str) -> str:

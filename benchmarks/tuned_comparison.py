@@ -28,8 +28,8 @@ import sys
 from pathlib import Path
 
 from sdm import constants as C
-from sdm import records
-from sdm.results import read_results, results_file
+from sdm import storage
+from sdm.scores import read_results, results_file
 
 STUDIES = {"ms": ("exp_configs/demo/ms.yaml", "ms"),
            "ms_sdm": ("exp_configs/demo/ms_sdm.yaml", "ms_sdm")}
@@ -71,7 +71,7 @@ def test_best(key: str, seed: int, args: argparse.Namespace) -> Path:
 
 def study_summary(key: str, args: argparse.Namespace) -> dict:
     study = Path(args.experiments_root) / study_name(key)
-    rows = records.read_csv(study / C.TRIALS_CSV)
+    rows = storage.read_csv(study / C.TRIALS_CSV)
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     best = max(complete, key=lambda r: float(r["value"]))
     tested = {}
@@ -143,8 +143,8 @@ def main() -> None:
                 test_best(key, seed, args)
     summaries = {key: study_summary(key, args) for key in STUDIES
                  if (Path(args.experiments_root) / study_name(key) / C.TRIALS_CSV).is_file()}
-    records.write_json(args.output / f"{RESULT}.json", summaries)
-    records.write_text(args.output / f"{RESULT}.md", markdown(summaries))
+    storage.write_json(args.output / f"{RESULT}.json", summaries)
+    storage.write_text(args.output / f"{RESULT}.md", markdown(summaries))
     print(markdown(summaries))
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from sdm import cli, records
+from sdm import cli, storage
 from sdm.constants import LATEST_CHECKPOINT
 from sdm.engine import fold
 
@@ -58,14 +58,14 @@ def install(stop: str) -> None:
         fold.FoldTrainer.train_one_epoch = counting_epoch
         fold.train_step = counting_step
     elif kind == "saved":
-        save_checkpoint = records.save_checkpoint
+        save_checkpoint = storage.save_checkpoint
 
         def observed_save(path: str | Path, state: dict[str, Any]) -> None:
             save_checkpoint(path, state)
             if Path(path).name == LATEST and state["epoch"] == epoch:
                 stop_here(stop)
 
-        records.save_checkpoint = observed_save
+        storage.save_checkpoint = observed_save
     elif kind == "writing":
         save = torch.save
 

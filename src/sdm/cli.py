@@ -6,9 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from omegaconf import DictConfig
-
-from sdm.config import ConfigError, load_config
+from sdm.config import ConfigError, ExperimentConfig, load_config
 from sdm.errors import UserInputError
 
 USAGE_ERROR = 2  # the exit status of bad input, as argparse's for a bad command line
@@ -48,12 +46,12 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sdm.engine.experiment import run_experiment
+    from sdm.engine.experiment import ExperimentFolder
 
     if args.devices is not None:
         return _train_in_parallel(args)
-    config = load_config(*_split_configs(args.config))
-    for summary in run_experiment(config, allow_config_change=args.allow_config_change):
+    experiment = ExperimentFolder.of(load_config(*_split_configs(args.config)))
+    for summary in experiment.run(allow_config_change=args.allow_config_change):
         print(f"fold {summary['fold']}: best epoch {summary['best_epoch']}, "
               f"val MAP@R {100 * summary['best_val_map_at_r']:.2f}")
     return 0
@@ -71,42 +69,36 @@ def _train_in_parallel(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from sdm import constants as C
-    from sdm import results
-    from sdm.engine import build
-    from sdm.engine import evaluate as ev
-    from sdm.engine.experiment import experiment_folder
+    from sdm import scores
+    from sdm.engine.experiment import ExperimentFolder
 
     config = load_config(*_split_configs(args.config))
     modes = evaluation_modes(config, args.mode)
-    dataset, splits = build.load_experiment_dataset(config)
-    folder = experiment_folder(config)
+    experiment = ExperimentFolder.of(config)
     if args.released_models:
-        measured = ev.evaluate_released_models(config, args.released_models, dataset, splits,
-                                               modes)
-        output = folder / C.RELEASED_RESULTS_FOLDER
+        measured = experiment.evaluate_released_models(args.released_models, modes)
+        output = experiment.path / C.RELEASED_RESULTS_FOLDER
     else:
         pretrained = config.evaluation.pretrained and not args.no_pretrained
-        measured = ev.evaluate_experiment(config, folder, dataset, splits, modes, pretrained)
-        output = folder / C.RESULTS_FOLDER
-    results.write_results(output, measured)
-    print(results.markdown_table(results.result_rows(config.name, measured)))
+        measured = experiment.evaluate(modes, pretrained)
+        output = experiment.path / C.RESULTS_FOLDER
+    print(scores.markdown_table(scores.result_rows(config.name, measured)))
     if args.retrieval_picture:
-        from sdm.retrieval_picture import experiment_retrieval_picture
+        from sdm.inference.picture import draw_test_set_picture
 
-        picture = experiment_retrieval_picture(config, folder, dataset, splits,
-                                               output / "retrieval.png")
+        picture = draw_test_set_picture(experiment, output / "retrieval.png")
         print(f"retrieval picture: {picture}")
     print(f"results written to {output}/")
     return 0
 
 
-def evaluation_modes(config: DictConfig, mode: str | None) -> tuple[str, ...]:
+def evaluation_modes(config: ExperimentConfig, mode: str | None) -> tuple[str, ...]:
     """The test evaluations to run: ``--mode`` when given, else the config's ``evaluation``."""
     from sdm import constants as C
 
     if mode is not None:
         return C.EVAL_MODES if mode == "both" else (mode,)
-    modes = tuple(m for m in C.EVAL_MODES if config.evaluation[m])
+    modes = tuple(m for m in C.EVAL_MODES if getattr(config.evaluation, m))
     if not modes:
         raise ConfigError("evaluation.separated and evaluation.concatenated are both false: "
                           "nothing to evaluate; set one to true or pass --mode")
@@ -119,15 +111,13 @@ def _report(args: argparse.Namespace) -> int:
     path = write_report(args.experiments, args.output, args.baseline)
     print(path.read_text())
     if args.retrieval_picture:
-        from sdm.engine import build
         from sdm.engine.experiment import ExperimentFolder
-        from sdm.retrieval_picture import experiment_retrieval_picture
+        from sdm.inference.picture import draw_test_set_picture
 
         for folder in args.experiments:
-            config = ExperimentFolder(folder).config
-            dataset, splits = build.load_experiment_dataset(config)
-            picture = experiment_retrieval_picture(
-                config, folder, dataset, splits, path.parent / f"retrieval_{config.name}.png")
+            experiment = ExperimentFolder(folder)
+            picture = draw_test_set_picture(
+                experiment, path.parent / f"retrieval_{experiment.config.name}.png")
             print(f"retrieval picture: {picture}")
     print(f"report and plots written to {path.parent}/")
     return 0

@@ -3,14 +3,17 @@
 A config is an ``ExperimentConfig`` made of groups (dataset, model, transform, loss, sdm,
 optimizer, training, evaluation). YAML files and ``key.sub=value`` overrides are merged onto
 the typed defaults with OmegaConf, which rejects unknown keys and wrong types; the errors
-raised here name the key and list the valid keys beside it. Every numeric key declares its
+raised here name the key and list the valid keys beside it. ``load_config`` returns the
+dataclasses themselves (plain Python objects, lists and dicts): the rest of the package
+receives those, never an OmegaConf node. Every numeric key declares its
 valid ``Range`` beside its default, and a loaded config holds no value outside it.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +102,7 @@ class TransformConfig:
 
 @dataclass
 class LossConfig:
-    """A loss from ``sdm.losses.LOSS_NAMES`` with its constructor parameters."""
+    """A loss from ``sdm.loss_registry.LOSS_NAMES`` with its constructor parameters."""
 
     name: str = "contrastive"
     params: dict[str, Any] = field(default_factory=dict)
@@ -232,8 +235,9 @@ def _merge(base: DictConfig, layer: DictConfig) -> DictConfig:
 
 def load_config(
     files: list[str | Path] | tuple[str | Path, ...] = (), overrides: list[str] | None = None
-) -> DictConfig:
-    """Defaults, then each YAML file in order, then ``a.b=value`` overrides (YAML values).
+) -> ExperimentConfig:
+    """Defaults, then each YAML file in order, then ``a.b=value`` overrides (YAML values);
+    the checked result as an ``ExperimentConfig``.
 
     A YAML file may list others to build on under ``defaults: [other.yaml, ...]`` (paths
     relative to the file); they are merged first.
@@ -249,7 +253,7 @@ def load_config(
         config = _merge(config, _override_layer(list(overrides)))
     validate(config)
     resolve_image_size(config)
-    return config
+    return OmegaConf.to_object(config)  # type: ignore[return-value]
 
 
 def resolve_image_size(config: DictConfig) -> None:
@@ -383,7 +387,7 @@ def check_ranges(config: DictConfig) -> None:
 
 def validate(config: DictConfig) -> None:
     """Checks that need more than a type: names, ranges, protocol consistency."""
-    from sdm.losses import LOSS_NAMES, LOSSES, MINER_NAMES, MINERS
+    from sdm.loss_registry import LOSS_NAMES, LOSSES, MINER_NAMES, MINERS
     from sdm.models.trunks import TRUNK_NAMES
 
     check_ranges(config)  # first: the checks below divide by some of these values
@@ -435,14 +439,24 @@ def override(key: str, value: Any) -> str:
     return f"{key}={text.removesuffix('...').strip()}"
 
 
-def to_yaml(config: DictConfig) -> str:
-    return OmegaConf.to_yaml(config)
+def to_yaml(config: ExperimentConfig) -> str:
+    """The config as YAML, every group and key written out (``load_config`` reads it back)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
 
 
-def config_difference(old: DictConfig, new: DictConfig) -> dict[str, tuple[Any, Any]]:
+def without_pretrained_weights(config: ExperimentConfig) -> ExperimentConfig:
+    """A copy of ``config`` whose model loads no pretrained weights (they come from a
+    checkpoint, or do not matter)."""
+    copied = copy.deepcopy(config)
+    copied.model.pretrained = False
+    return copied
+
+
+def config_difference(old: ExperimentConfig, new: ExperimentConfig,
+                      ) -> dict[str, tuple[Any, Any]]:
     """``{dotted key: (old value, new value)}`` for every leaf that differs."""
-    flat_old = _flatten(OmegaConf.to_container(old))
-    flat_new = _flatten(OmegaConf.to_container(new))
+    flat_old = _flatten(asdict(old))
+    flat_new = _flatten(asdict(new))
     keys = sorted(set(flat_old) | set(flat_new))
     return {k: (flat_old.get(k), flat_new.get(k))
             for k in keys if flat_old.get(k) != flat_new.get(k)}

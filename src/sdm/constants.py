@@ -84,7 +84,7 @@ IMAGENET_INPUT = "imagenet"
 GLYPH_INPUT = "glyph"
 INPUT_CONVENTIONS = (BNINCEPTION_INPUT, IMAGENET_INPUT, GLYPH_INPUT)
 
-# --- experiment folders (sdm.engine.experiment, sdm.results) ---
+# --- experiment folders (sdm.engine.experiment, sdm.scores) ---
 # Inside <experiments_root>/<name>/:
 CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -102,7 +102,7 @@ FOLD_DONE_FILE = "done.json"
 TENSORBOARD_FOLDER = "tensorboard"
 FOLD_LOG = "train.log"  # a fold's stdout and stderr under `sdm train --devices`
 
-# --- test evaluation modes (sdm.engine.evaluate, sdm.results) ---
+# --- test evaluation modes (sdm.engine.evaluate, sdm.scores) ---
 SEPARATED = "separated"  # each fold model alone (128-d in the paper), mean over models
 CONCATENATED = "concatenated"  # the fold models' normalized embeddings joined (512-d)
 EVAL_MODES = (SEPARATED, CONCATENATED)

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from sdm import constants as C
-from sdm import records
+from sdm import storage
 from sdm.config import PACKAGED_CONFIGS, load_config
-from sdm.engine.experiment import run_experiment
-from sdm.results import TestResults, markdown_table, result_rows, write_results
+from sdm.engine.experiment import ExperimentFolder
+from sdm.scores import TestResults, markdown_table, result_rows
 
 CONFIG_FOLDER = PACKAGED_CONFIGS / "demo"
 DEMO_CONFIGS = {"baseline": "ms.yaml", "sdm": "ms_sdm.yaml"}
@@ -36,10 +36,6 @@ def run_demo(dataset_root: str = C.DEFAULT_DATASET_ROOT,
              experiments_root: str = "experiments/demo", quick: bool = False,
              dataset: str = C.GLYPHS) -> dict[str, TestResults]:
     """Trains and evaluates the two demo experiments; returns their results by label."""
-    from sdm.engine.build import load_experiment_dataset
-    from sdm.engine.evaluate import evaluate_experiment
-    from sdm.engine.experiment import experiment_folder
-
     start = time.time()
     build_demo_dataset(dataset, dataset_root)
     configs = {}
@@ -60,12 +56,10 @@ def run_demo(dataset_root: str = C.DEFAULT_DATASET_ROOT,
         print(f"== {config.name}: {config.loss.name} on {dataset}, SDM "
               f"{describe_sdm(config) if config.sdm.enabled else 'off'}", flush=True)
         started = time.time()
-        run_experiment(config)
+        experiment = ExperimentFolder.of(config)
+        experiment.run()
         train_seconds[label] = time.time() - started
-        data, splits = load_experiment_dataset(config)
-        results = evaluate_experiment(config, experiment_folder(config), data, splits,
-                                      pretrained=label == "baseline")
-        write_results(experiment_folder(config) / C.RESULTS_FOLDER, results)
+        results = experiment.evaluate(pretrained=label == "baseline")
         measured[label] = results
         rows += result_rows(config.name, results, pretrained_label="Pretrained (epoch 0)")
     print()
@@ -93,10 +87,10 @@ def demo_step_cost(baseline, sdm, experiments_root: Path, quick: bool) -> float:
 
     path = experiments_root / (f"quick_{STEP_COST_FILE}" if quick else STEP_COST_FILE)
     if path.is_file():
-        return float(records.read_json(path)["ratio"])
+        return float(storage.read_json(path)["ratio"])
     rounds = 1 if quick else 5
     ratio = step_cost_ratio(baseline, sdm, rounds=rounds, warmup=1)
-    records.write_json(path, {"ratio": ratio, "rounds": rounds, "measured": time.ctime()})
+    storage.write_json(path, {"ratio": ratio, "rounds": rounds, "measured": time.ctime()})
     return ratio
 
 
@@ -105,11 +99,11 @@ def build_demo_dataset(dataset: str, dataset_root: str) -> None:
     if dataset not in DEMO_DATASETS:
         raise ValueError(f"the demo runs on {' or '.join(DEMO_DATASETS)}, not {dataset!r}")
     if dataset == C.GLYPHS:
-        from sdm.data.glyphs import build_glyph_dataset
+        from sdm.builders.glyphs import build_glyph_dataset
 
         build_glyph_dataset(dataset_root)
     else:
-        from sdm.data.icons import build_icon_dataset
+        from sdm.builders.icons import build_icon_dataset
 
         build_icon_dataset(dataset_root)
 

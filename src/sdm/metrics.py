@@ -18,6 +18,7 @@ Ranking and ties:
     ties the two can differ.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +123,16 @@ def retrieval_metrics(
         MAP_AT_R: means[2],
         NUM_QUERIES: len(scored),
     }
+
+
+def nearest_neighbours(embeddings: torch.Tensor, queries: Sequence[int], k: int) -> torch.Tensor:
+    """(len(queries), k) indices of each query item's ``k`` nearest other items of
+    ``embeddings`` (N, D) by Euclidean distance, nearest first, equal distances by index:
+    the neighbours ``retrieval_metrics`` ranks."""
+    rows = torch.as_tensor(list(queries), dtype=torch.long)
+    keys = _ReferenceIndex.build(embeddings).ranking_keys(embeddings[rows])
+    keys[torch.arange(len(rows)), rows] = torch.inf
+    return _nearest_neighbours(keys, k)
 
 
 def auto_block_size(num_references: int, element_size: int, memory_bytes: int) -> int:

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig
 
-from sdm.config import ConfigError, config_file, load_config, override
+from sdm.config import ConfigError, ExperimentConfig, config_file, load_config, override
 from sdm.constants import CONFIG_FILE
 
 SWITCHES = ("merge_argparse_when_resuming", "evaluate", "evaluate_ensemble")
@@ -129,7 +128,7 @@ def translate(argv: Sequence[str]) -> PaperCommand:
     return command
 
 
-def load_paper_config(command: PaperCommand) -> DictConfig:
+def load_paper_config(command: PaperCommand) -> ExperimentConfig:
     """The resolved config; an override that is not a config key names the flag."""
     try:
         return load_config(command.config_files, command.overrides)

@@ -20,14 +20,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from sdm import constants as C
-from sdm import records
+from sdm import storage
 from sdm.constants import CONCATENATED, SEPARATED
 from sdm.engine.experiment import ExperimentFolder
 from sdm.errors import UserInputError
-from sdm.results import markdown_table, percent_row
+from sdm.scores import markdown_table, percent_row
 
 PAPER_METHODS = {
     "contrastive": "Contrast", "triplet": "Triplet", "margin": "Margin",
@@ -69,36 +67,12 @@ def paper_method(config: Any) -> str | None:
     return name + " + Ours" if config.sdm.enabled else name
 
 
-class Experiment:
-    """A finished experiment folder: its config, test results and validation curves.
-
-    A tuning study's folder (``sdm tune``) stands for its best trial.
-    """
-
-    def __init__(self, folder: str | Path):
-        saved = ExperimentFolder(folder)
-        study = saved.path / C.STUDY_FILE
-        if study.is_file():
-            summary = records.read_json(study)
-            if "best_folder" not in summary:
-                raise FileNotFoundError(f"study {saved.path} has no completed trial yet")
-            saved = ExperimentFolder(saved.path / summary["best_folder"])
-        self.folder = saved.path
-        self.results = saved.results()
-        self.config = saved.config
-        self.name = str(self.config.name)
-        if study.is_file():
-            self.name = (f"{summary['study']} (tuned: best of {summary['finished_trials']} "
-                         f"trials, {summary['best_folder']})")
-        self.curves = saved.curves
-
-
-def report_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
+def report_rows(experiments: list[ExperimentFolder]) -> list[dict[str, Any]]:
     """One row per experiment, and the paper's row for the same loss and dataset after it."""
     paper = paper_results()
     rows = []
     for experiment in experiments:
-        row = percent_row(experiment.name, experiment.results.trained)
+        row = percent_row(experiment.name, experiment.results().trained)
         row["source"] = "measured"
         rows.append(row)
         method = paper_method(experiment.config)
@@ -109,38 +83,49 @@ def report_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
     return rows
 
 
-def plot_validation_curves(experiments: list[Experiment], path: Path) -> None:
+def plot_validation_curves(experiments: list[ExperimentFolder], path: Path) -> None:
+    """The experiments' validation MAP@R per epoch overlaid on shared axes, one panel per fold
+    (every panel on the same scale), one colour per experiment."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(experiments), figsize=(5 * len(experiments), 3.5),
-                                squeeze=False)
-    for axis, experiment in zip(axes[0], experiments, strict=True):
-        for fold, rows in experiment.curves().items():
-            epochs = [int(r["epoch"]) for r in rows]
-            axis.plot(epochs, [100 * float(r[C.MAP_AT_R]) for r in rows], marker="o",
-                      label=f"fold {fold}")
-        axis.set_title(experiment.name)
+    curves = [experiment.curves() for experiment in experiments]
+    folds = sorted({fold for by_fold in curves for fold in by_fold})
+    figure, axes = plt.subplots(1, max(len(folds), 1), figsize=(5 * max(len(folds), 1), 3.8),
+                                squeeze=False, sharex=True, sharey=True)
+    colours = plt.get_cmap("tab10")
+    for axis, fold in zip(axes[0], folds, strict=False):
+        for index, (experiment, by_fold) in enumerate(zip(experiments, curves, strict=True)):
+            rows = by_fold.get(fold)
+            if rows:
+                axis.plot([int(r["epoch"]) for r in rows],
+                          [100 * float(r[C.MAP_AT_R]) for r in rows], marker="o",
+                          markersize=3, color=colours(index % 10), label=experiment.name)
+        axis.set_title(f"fold {fold}")
         axis.set_xlabel("epoch (-1: trunk alone, 0: untrained embedder)")
-        axis.set_ylabel("validation MAP@R (%)")
-        axis.legend()
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation MAP@R (%)")
+    axes[0][0].legend(fontsize=7)
     figure.tight_layout()
-    records.save_figure(figure, path)
+    storage.save_figure(figure, path)
 
 
-def sdm_pairs(experiments: list[Experiment]) -> list[tuple[Experiment, Experiment]]:
+Pair = tuple[ExperimentFolder, ExperimentFolder]  # (baseline, SDM)
+
+
+def sdm_pairs(experiments: list[ExperimentFolder]) -> list[Pair]:
     """(baseline, SDM) pairs: same dataset, loss and loss parameters, SDM off and on."""
-    def key(e: Experiment) -> str:
-        return f"{e.config.dataset.name}|{e.config.loss.name}|{OmegaConf.to_yaml(e.config.loss)}"
+    def key(e: ExperimentFolder) -> str:
+        return f"{e.config.dataset.name}|{e.config.loss!r}"  # the loss with its parameters
 
     baselines = {key(e): e for e in experiments if not e.config.sdm.enabled}
     return [(baselines[key(e)], e) for e in experiments
             if e.config.sdm.enabled and key(e) in baselines]
 
 
-def plot_sdm_vs_baseline(pairs: list[tuple[Experiment, Experiment]], path: Path) -> None:
+def plot_sdm_vs_baseline(pairs: list[Pair], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +137,7 @@ def plot_sdm_vs_baseline(pairs: list[tuple[Experiment, Experiment]], path: Path)
     for i, (mode, metric) in enumerate(metrics):
         deltas = []
         for base, sdm in pairs:
-            value = [percent_row("", e.results.trained).get(f"{mode}_{metric}", 0.0)
+            value = [percent_row("", e.results().trained).get(f"{mode}_{metric}", 0.0)
                      for e in (base, sdm)]
             deltas.append(value[1] - value[0])
         axis.bar([j + i * width for j in range(len(pairs))], deltas, width,
@@ -163,10 +148,10 @@ def plot_sdm_vs_baseline(pairs: list[tuple[Experiment, Experiment]], path: Path)
     axis.set_ylabel("SDM minus baseline (points)")
     axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()
-    records.save_figure(figure, path)
+    storage.save_figure(figure, path)
 
 
-def group_and_seed(experiment: Experiment) -> tuple[str, int]:
+def group_and_seed(experiment: ExperimentFolder) -> tuple[str, int]:
     """``("icons_ms_paper", 1)`` for an experiment named ``icons_ms_paper_seed1``; a name
     without the ``_seed<k>`` suffix is a group of its own, its seed the config's
     ``training.seed``."""
@@ -177,21 +162,21 @@ def group_and_seed(experiment: Experiment) -> tuple[str, int]:
     return name, int(experiment.config.training.seed)
 
 
-def seed_groups(experiments: list[Experiment]) -> dict[str, dict[int, Experiment]]:
+def seed_groups(experiments: list[ExperimentFolder]) -> dict[str, dict[int, ExperimentFolder]]:
     """``{group: {seed: experiment}}`` (see ``group_and_seed``), groups in the order they
     first appear, seeds sorted; ValueError when two experiments are the same seed of a group."""
-    groups: dict[str, dict[int, Experiment]] = {}
+    groups: dict[str, dict[int, ExperimentFolder]] = {}
     for experiment in experiments:
         group, seed = group_and_seed(experiment)
         seeds = groups.setdefault(group, {})
         if seed in seeds:
-            raise UserInputError(f"{seeds[seed].folder} and {experiment.folder} are both seed "
+            raise UserInputError(f"{seeds[seed].path} and {experiment.path} are both seed "
                              f"{seed} of group {group}")
         seeds[seed] = experiment
     return {group: dict(sorted(seeds.items())) for group, seeds in groups.items()}
 
 
-def resolve_baseline(groups: dict[str, dict[int, Experiment]], name: str) -> str:
+def resolve_baseline(groups: dict[str, dict[int, ExperimentFolder]], name: str) -> str:
     """The group ``name`` stands for: a group name, or the config name of one of its
     experiments; ValueError listing the groups when it is neither."""
     if name in groups:
@@ -202,10 +187,10 @@ def resolve_baseline(groups: dict[str, dict[int, Experiment]], name: str) -> str
     raise UserInputError(f"unknown baseline {name!r}; the groups found are: {', '.join(groups)}")
 
 
-def percent_scores(experiment: Experiment) -> dict[str, float]:
+def percent_scores(experiment: ExperimentFolder) -> dict[str, float]:
     """``{column: percent}`` of the six table numbers (``COLUMNS``), unrounded; separated is
     the mean over the fold models; a mode that was not evaluated is left out."""
-    trained = experiment.results.trained
+    trained = experiment.results().trained
     by_mode = {C.CONCATENATED: trained.concatenated,
                C.SEPARATED: trained.separated.mean if trained.separated else None}
     return {f"{mode}_{metric}": 100 * scores[metric]
@@ -291,10 +276,10 @@ def plot_paired_differences(panels: dict[str, dict[str, dict[int, dict[str, floa
         axis.set_ylabel("MAP@R difference (points)")
         axis.legend(fontsize=7)
     figure.tight_layout()
-    records.save_figure(figure, path)
+    storage.save_figure(figure, path)
 
 
-def ablation_section(groups: dict[str, dict[int, Experiment]], baseline: str,
+def ablation_section(groups: dict[str, dict[int, ExperimentFolder]], baseline: str,
                      output: Path) -> str:
     """The report's ablation part against the group ``baseline``: the per-group table, the
     paired differences and, when some group shares a seed with the baseline,
@@ -328,15 +313,17 @@ def write_report(experiment_folders: list[str | Path], output: str | Path,
     """Table (Markdown and CSV) and plots for ``experiment_folders``; with ``baseline`` (a
     group or experiment name, see ``seed_groups``) also the ablation over seeds and
     ``ablation.png``; returns the Markdown."""
-    experiments = [Experiment(folder) for folder in experiment_folders]
+    experiments = [ExperimentFolder.open(folder) for folder in experiment_folders]
     if not experiments:
         raise FileNotFoundError("no experiment folders given")
+    for experiment in experiments:
+        experiment.results()  # first: an unevaluated folder is told to run `sdm evaluate`
     if baseline is not None:
         groups = seed_groups(experiments)
         baseline = resolve_baseline(groups, baseline)
     output = Path(output)
     rows = report_rows(experiments)
-    records.write_csv(output / "report.csv", rows)
+    storage.write_csv(output / "report.csv", rows)
     text = ("# Results\n\nMeasured rows come from this project's runs; rows marked *paper* "
             "are the SDM paper's published numbers, for comparison only.\n\n"
             + markdown_table(rows))
@@ -348,5 +335,5 @@ def write_report(experiment_folders: list[str | Path], output: str | Path,
     text += "\n![validation curves](validation_curves.png)\n"
     if baseline is not None:
         text += ablation_section(groups, baseline, output)
-    records.write_text(output / "report.md", text)
+    storage.write_text(output / "report.md", text)
     return output / "report.md"

@@ -10,6 +10,8 @@ replaces the base loss's own matrix; reducer, miner indices and parameters stay 
 With K = 1 and no dropout, S is the base loss's matrix and SDM is exactly the base loss.
 """
 
+import warnings
+
 import torch
 from pytorch_metric_learning import losses
 from pytorch_metric_learning.distances import BaseDistance
@@ -40,11 +42,11 @@ SUPPORTED_LOSSES = (
 )
 
 
-def _check_masks_and_rate(masks: int, p: float) -> None:
+def _check_masks_and_rate(masks: int, p: float, name: str = "p") -> None:
     if isinstance(masks, bool) or not isinstance(masks, int) or masks < 1:
         raise ValueError(f"masks must be an integer >= 1 (copies per pass), got {masks!r}")
     if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout rate p must be in [0, 1), got {p!r}")
+        raise ValueError(f"dropout rate {name} must be in [0, 1), got {p!r}")
 
 
 def _check_alpha(alpha: float) -> None:
@@ -176,18 +178,26 @@ class SDMLoss(torch.nn.Module):
     perturbed forward passes, before normalization; labels (B,). The base loss receives the mean
     of the T passes as its embeddings (used for shapes, dtype and any embedding regularizer) and
     S (see sensitivity_matrix) wherever it reads its pairwise matrix; its reducer, parameters
-    and the given miner indices are used as they are. masks: dropout masks per pass; p: their
-    rate; alpha: inverse temperature of the soft worst case (0: the mean over copies).
+    and the given miner indices are used as they are. masks: dropout masks per pass;
+    embedding_dropout: their rate; alpha: inverse temperature of the soft worst case (0: the
+    mean over copies). The names are those of the config's ``sdm`` group. ``p``, the rate's
+    earlier name, is still accepted with a FutureWarning.
     """
 
     def __init__(
         self,
         base_loss: torch.nn.Module,
         masks: int = 8,
-        p: float = 0.05,
+        embedding_dropout: float = 0.05,
         alpha: float = 32.0,
+        *,
+        p: float | None = None,
     ):
         super().__init__()
+        if p is not None:
+            warnings.warn("SDMLoss(p=...) is now SDMLoss(embedding_dropout=...); p will be "
+                          "removed", FutureWarning, stacklevel=2)
+            embedding_dropout = p
         if type(base_loss) not in SUPPORTED_LOSSES:
             names = ", ".join(loss.__name__ for loss in SUPPORTED_LOSSES)
             raise TypeError(
@@ -195,11 +205,11 @@ class SDMLoss(torch.nn.Module):
                 f"pairwise matrix of the batch embeddings (proxy, classifier and wrapper losses "
                 f"are not). Supported: {names}."
             )
-        _check_masks_and_rate(masks, p)
+        _check_masks_and_rate(masks, embedding_dropout, "embedding_dropout")
         _check_alpha(alpha)
         self.base_loss = base_loss
         self.masks = masks
-        self.p = p
+        self.embedding_dropout = embedding_dropout
         self.alpha = alpha
 
     def forward(
@@ -219,7 +229,7 @@ class SDMLoss(torch.nn.Module):
         if not torch.isfinite(passes).all():
             raise ValueError("embeddings contain NaN or inf; check the model and learning rate")
         labels = labels.to(passes.device)
-        copies = perturbed_copies(passes, self.masks, self.p)
+        copies = perturbed_copies(passes, self.masks, self.embedding_dropout)
         replaced = self.base_loss.distance
         matrix = sensitivity_matrix(copies, labels, replaced, self.alpha)
         mean_embeddings = passes.mean(dim=0)
@@ -230,4 +240,5 @@ class SDMLoss(torch.nn.Module):
             self.base_loss.distance = replaced
 
     def extra_repr(self) -> str:
-        return f"masks={self.masks}, p={self.p}, alpha={self.alpha}"
+        return (f"masks={self.masks}, embedding_dropout={self.embedding_dropout}, "
+                f"alpha={self.alpha}")

@@ -16,25 +16,33 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from sdm import constants as C
-from sdm import records
+from sdm import storage
 from sdm.config import ConfigError, load_config, yaml_error
+
+if TYPE_CHECKING:
+    from sdm.engine.experiment import ExperimentFolder
 
 TIMING_FILE = "study_seconds.json"
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One setting compared in a study: config layers and overrides over a dataset and loss."""
+    """One setting compared in a study: config layers and overrides over a dataset and loss.
+
+    ``step_cost``: the arm's training step cost in baseline steps, used by the report instead
+    of the plan's step-cost file (a cost measured elsewhere, or the one a finished study was
+    reported with); None: looked up in the file."""
 
     name: str
     label: str
     layers: tuple[Path, ...] = ()
     overrides: tuple[str, ...] = ()
+    step_cost: float | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,9 @@ class StudyPlan:
 
     ``long_baseline`` (ledger, arm): where the compute table finds the baseline trained longer
     than the plan's own, whose validation curve it cuts at each arm's compute (same dataset,
-    loss and seed; default: the plan's baseline)."""
+    loss and seed; default: the plan's baseline). ``arm_order``: the order of each (dataset,
+    loss)'s arms in the report, "steps" (as the steps first name them) or "declared" (as
+    ``arms`` lists them). ``notes``: a paragraph the report prints under its title."""
 
     name: str
     ledger: Path
@@ -66,6 +76,7 @@ class StudyPlan:
     overrides: tuple[str, ...] = ()
     step_costs: Path | None = None
     long_baseline: tuple[Path, str] | None = None
+    arm_order: str = "steps"
     notes: str = ""
 
     def runs(self) -> list[tuple[str, str, str, int]]:
@@ -103,7 +114,7 @@ def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
         return tuple((here / item).resolve() for item in items or ())
 
     arms = {name: Arm(name, str(spec.get("label", name)), layers(spec.get("layers")),
-                      tuple(spec.get("overrides") or ()))
+                      tuple(spec.get("overrides") or ()), _step_cost(spec, name, path))
             for name, spec in data["arms"].items()}
     default_seeds = tuple(data.get("seeds", (0,)))
     steps = tuple(Step(step["dataset"], step["loss"], tuple(step["arms"]),
@@ -119,12 +130,25 @@ def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
         step_costs=root / data["step_costs"] if data.get("step_costs") else None,
         long_baseline=(root / data["long_baseline"]["ledger"], data["long_baseline"]["arm"])
         if data.get("long_baseline") else None,
-        notes=str(data.get("notes", "")))
+        arm_order=str(data.get("arm_order", "steps")), notes=str(data.get("notes", "")))
     _check_plan(plan, path)
     return plan
 
 
+def _step_cost(spec: dict, arm: str, path: Path) -> float | None:
+    cost = spec.get("step_cost")
+    if cost is None:
+        return None
+    if isinstance(cost, bool) or not isinstance(cost, int | float) or cost <= 0:
+        raise ConfigError(f"study plan {path}: arm {arm!r}: step_cost must be a positive "
+                          f"number of baseline steps, not {cost!r}")
+    return float(cost)
+
+
 def _check_plan(plan: StudyPlan, path: Path) -> None:
+    if plan.arm_order not in ("steps", "declared"):
+        raise ConfigError(f"study plan {path}: arm_order must be steps or declared, not "
+                          f"{plan.arm_order!r}")
     if plan.baseline not in plan.arms:
         raise ConfigError(f"study plan {path}: baseline {plan.baseline!r} is not an arm")
     for step in plan.steps:
@@ -163,7 +187,7 @@ def run_config(plan: StudyPlan, dataset: str, loss: str, arm: str, seed: int, *,
 
 def read_ledger(plan: StudyPlan) -> dict[str, dict]:
     """``{run name: entry}`` of every finished run (empty before the first)."""
-    return records.read_json(plan.ledger) if plan.ledger.is_file() else {}
+    return storage.read_json(plan.ledger) if plan.ledger.is_file() else {}
 
 
 def run_study(plan: StudyPlan, *, dataset_root: str | Path | None = None,
@@ -198,59 +222,56 @@ def run_study(plan: StudyPlan, *, dataset_root: str | Path | None = None,
 def run_one(plan: StudyPlan, dataset: str, loss: str, arm: str, seed: int, *,
             dataset_root: str | Path | None = None, device: str | None = None) -> dict:
     """Trains (resuming its folder), tests and records one run; returns its ledger entry."""
-    from sdm.engine.build import load_experiment_dataset
-    from sdm.engine.evaluate import evaluate_experiment
-    from sdm.engine.experiment import experiment_folder, run_experiment
-    from sdm.results import results_file, write_results
+    from sdm.engine.experiment import ExperimentFolder
 
     config = run_config(plan, dataset, loss, arm, seed, dataset_root=dataset_root,
                         device=device)
-    folder = experiment_folder(config)
-    if not results_file(folder / C.RESULTS_FOLDER, ".json").is_file():
+    experiment = ExperimentFolder.of(config)
+    if not experiment.has_results():
         start = time.time()
         try:
-            run_experiment(config)
+            experiment.run()
         finally:
-            _add_seconds(folder, time.time() - start)
-        data, splits = load_experiment_dataset(config)
-        write_results(folder / C.RESULTS_FOLDER,
-                      evaluate_experiment(config, folder, data, splits, pretrained=False))
-    entry = ledger_entry(config, folder)
+            _add_seconds(experiment.path, time.time() - start)
+        experiment.evaluate(pretrained=False)
+    entry = ledger_entry(experiment)
     entry.update(dataset=dataset, loss=loss, arm=arm, seed=seed)
     ledger = read_ledger(plan)
     ledger[run_name(dataset, loss, arm, seed)] = entry
-    records.write_json(plan.ledger, ledger)
+    storage.write_json(plan.ledger, ledger)
     print(f"{config.name}: {entry['seconds']:.0f} s, test MAP@R separated "
           f"{entry['scores']['separated_mean_average_precision_at_r']:.2f}", flush=True)
     return entry
 
 
-def ledger_entry(config: Any, folder: Path) -> dict:
-    """A finished run's record: test scores (percent), validation curves, epochs, steps to
-    the best epoch, wall-clock seconds, device and how its SDM passes ran."""
+def ledger_entry(experiment: ExperimentFolder) -> dict:
+    """A finished (trained and evaluated) run's record: test scores (percent), validation
+    curves, epochs, steps to the best epoch, wall-clock seconds, device and how its SDM
+    passes ran."""
     import torch
 
     from sdm.engine.build import batched_passes, resolve_device
-    from sdm.report import Experiment, percent_scores
+    from sdm.report import percent_scores
 
+    config = experiment.config
     device = resolve_device(config.training.device)
+    all_curves = experiment.curves()
     curves, best_epochs, last_epochs = {}, {}, {}
     for fold in config.training.folds:
-        fold_folder = folder / C.FOLD_FOLDER.format(fold=fold)
-        rows = records.read_csv(fold_folder / C.METRICS_CSV)
-        curves[str(fold)] = [[int(row["epoch"]), 100 * float(row[C.MAP_AT_R])] for row in rows]
-        done = records.read_json(fold_folder / C.FOLD_DONE_FILE)
+        curves[str(fold)] = [[int(row["epoch"]), 100 * float(row[C.MAP_AT_R])]
+                             for row in all_curves[fold]]
+        done = experiment.fold_summary(fold)
         best_epochs[str(fold)], last_epochs[str(fold)] = done["best_epoch"], done["last_epoch"]
-    timing = folder / TIMING_FILE
+    timing = experiment.path / TIMING_FILE
     return {
-        "scores": percent_scores(Experiment(folder)),
+        "scores": percent_scores(experiment),
         "validation": curves, "best_epoch": best_epochs, "last_epoch": last_epochs,
         "iterations_per_epoch": config.training.iterations_per_epoch,
         "trunk": config.model.trunk, "crop": config.transform.crop,
         "sdm": {"enabled": config.sdm.enabled, "passes": config.sdm.passes,
                 "feature_dropout": config.sdm.feature_dropout,
                 "perturb_at": config.sdm.perturb_at},
-        "seconds": records.read_json(timing)["train_seconds"] if timing.is_file() else None,
+        "seconds": storage.read_json(timing)["train_seconds"] if timing.is_file() else None,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "passes_run": ("batched" if batched_passes(config, device) else "one after another")
         if config.sdm.enabled else None,
@@ -262,8 +283,8 @@ def _add_seconds(folder: Path, seconds: float) -> None:
     if not folder.is_dir():
         return
     timing = folder / TIMING_FILE
-    spent = records.read_json(timing)["train_seconds"] if timing.is_file() else 0.0
-    records.write_json(timing, {"train_seconds": spent + seconds})
+    spent = storage.read_json(timing)["train_seconds"] if timing.is_file() else 0.0
+    storage.write_json(timing, {"train_seconds": spent + seconds})
 
 
 def _stop_on_terminate(signum: int, frame: object) -> None:

@@ -2,8 +2,11 @@
 
 Written next to the ledger as ``<name>.md`` and ``<name>.png`` (each arm minus the baseline,
 paired by seed) and, when the plan names a step-cost file, ``<name>_cost.png`` (gain against
-measured step cost, the Pareto front drawn). Scores are test-class percent; differences are
-percentage points; spreads are standard deviations over seeds (n - 1).
+measured step cost, the Pareto front drawn). The compute table (validation curves, epochs,
+wall-clock seconds, the baseline cut at each arm's compute) covers the runs whose entries
+have validation curves; a ledger of test scores alone gets the score tables. Scores are
+test-class percent; differences are percentage points; spreads are standard deviations over
+seeds (n - 1).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sdm import constants as C
-from sdm import records
+from sdm import storage
 from sdm.report import (
     format_mean_std,
     mean_and_std,
@@ -30,16 +33,26 @@ Groups = dict[tuple[str, str], dict[str, dict[int, dict[str, Any]]]]
 
 
 def collect(plan: StudyPlan, ledger: dict[str, dict]) -> Groups:
-    """``{(dataset, loss): {arm: {seed: ledger entry}}}`` of the recorded runs, in the plan's
-    order of steps and of arms within them."""
-    found: Groups = {}
+    """``{(dataset, loss): {arm: {seed: ledger entry}}}`` of the recorded runs: (dataset,
+    loss) in the order the plan's steps first name them, the arms of each in the order the
+    steps first name them for it, or as the plan's ``arms`` lists them (``arm_order:
+    declared``), whatever was recorded first; seeds in order."""
+    order: Groups = {}
     for step in plan.steps:
+        arms = order.setdefault((step.dataset, step.loss), {})
         for arm in step.arms:
+            seeds = arms.setdefault(arm, {})
             for seed in step.seeds:
                 entry = ledger.get(run_name(step.dataset, step.loss, arm, seed))
                 if entry is not None:
-                    arms = found.setdefault((step.dataset, step.loss), {})
-                    arms.setdefault(arm, {})[seed] = entry
+                    seeds[seed] = entry
+    declared = list(plan.arms)
+    found: Groups = {}
+    for group, arms in order.items():
+        names = sorted(arms, key=declared.index) if plan.arm_order == "declared" else arms
+        recorded = {arm: dict(sorted(arms[arm].items())) for arm in names if arms[arm]}
+        if recorded:
+            found[group] = recorded
     return found
 
 
@@ -59,6 +72,15 @@ def step_cost(entry: dict, costs: list[dict]) -> float | None:
     return None
 
 
+def arm_step_cost(plan: StudyPlan, arm: str, entry: dict, costs: list[dict]) -> float | None:
+    """The arm's step cost in baseline steps: the plan's ``step_cost`` for the arm when it
+    names one, else measured (``step_cost``); None when unknown (or the entry does not say
+    its SDM setting)."""
+    if plan.arms[arm].step_cost is not None:
+        return plan.arms[arm].step_cost
+    return step_cost(entry, costs) if "sdm" in entry else None
+
+
 def best_validation(entry: dict, last_epoch: float | None = None) -> float:
     """Best validation MAP@R (percent) over epochs 0..last_epoch (all when None), averaged
     over the run's folds: what the engine would have tested had it stopped there."""
@@ -68,49 +90,69 @@ def best_validation(entry: dict, last_epoch: float | None = None) -> float:
         for curve in entry["validation"].values())
 
 
+CURVE_KEYS = ("validation", "best_epoch", "last_epoch", "iterations_per_epoch")
+
+
 def compute_table(plan: StudyPlan, groups: Groups, costs: list[dict]) -> str:
-    """Per arm: step cost, epochs run and to the best epoch, compute (steps x step cost, in
-    baseline steps) and the baseline's best validation within that compute against the
-    arm's own, paired by seed (the plan's ``long_baseline`` when it names one)."""
+    """Per arm with validation curves: step cost, epochs run and to the best epoch, compute
+    (steps x step cost, in baseline steps), wall-clock seconds and their ratio to the
+    baseline's (paired by seed), best validation, and the baseline's best validation within
+    the arm's compute with the arm's minus it, paired by seed (the plan's ``long_baseline``
+    when it names one); empty when no arm has curves (a ledger of test scores alone)."""
     lines = []
-    long_runs = records.read_json(plan.long_baseline[0]) if plan.long_baseline else {}
+    long_runs = storage.read_json(plan.long_baseline[0]) if plan.long_baseline else {}
     for (dataset, loss), arms in groups.items():
         baseline = arms.get(plan.baseline, {})
+        cut_from = baseline
         if plan.long_baseline:
             seeds = {seed for per_seed in arms.values() for seed in per_seed}
             names = {seed: run_name(dataset, loss, plan.long_baseline[1], seed) for seed in seeds}
-            baseline = {seed: long_runs[name] for seed, name in names.items() if name in long_runs}
+            cut_from = {seed: long_runs[name] for seed, name in names.items()
+                        if name in long_runs}
         for arm, per_seed in arms.items():
             entries = list(per_seed.values())
-            cost = step_cost(entries[0], costs)
+            if not all(key in e for e in entries for key in CURVE_KEYS):
+                continue
+            cost = arm_step_cost(plan, arm, entries[0], costs)
             epochs = [_mean_over_folds(e["last_epoch"]) for e in entries]
             best = [_mean_over_folds(e["best_epoch"]) for e in entries]
             steps = [b * e["iterations_per_epoch"] for b, e in zip(best, entries, strict=True)]
             compute = [] if cost is None else [
                 epoch * e["iterations_per_epoch"] * cost
                 for epoch, e in zip(epochs, entries, strict=True)]
-            cut = _baseline_cut(per_seed, baseline, cost) if arm != plan.baseline else None
+            cut = None if arm == plan.baseline or _is_long_baseline(plan, arm) else \
+                baseline_cut(per_seed, cut_from, cost)
             lines.append(
                 f"| {dataset} | {loss} | {plan.arms[arm].label} | {len(per_seed)} | "
                 f"{'-' if cost is None else f'{cost:.2f}x'} | "
                 f"{_spread(epochs, 1)} | {_spread(best, 1)} | {_spread(steps, 0)} | "
                 f"{_spread(compute, 0) if compute else '-'} | "
                 f"{_spread([e['seconds'] for e in entries if e.get('seconds')], 0) or '-'} | "
+                f"{'-' if arm == plan.baseline else _time_ratio(per_seed, baseline) or '-'} | "
                 f"{format_mean_std(*mean_and_std([best_validation(e) for e in entries]))} | "
-                f"{cut or '-'} |")
+                f"{_cut_cells(cut, per_seed)} |")
+    if not lines:
+        return ""
     return ("| data | loss | arm | seeds | step cost | epochs run | best epoch | steps to best "
-            "| compute (baseline steps) | wall-clock s | val MAP@R | arm − baseline cut at "
-            "its compute |\n|-|-|-|-:|-:|-:|-:|-:|-:|-:|-:|-:|\n" + "\n".join(lines) + "\n")
+            "| compute (baseline steps) | wall-clock s | wall-clock / baseline | val MAP@R "
+            "| baseline within the arm's compute | arm − baseline within its compute |\n"
+            "|-|-|-|-:|-:|-:|-:|-:|-:|-:|-:|-:|-:|-:|\n" + "\n".join(lines) + "\n")
 
 
-def _baseline_cut(per_seed: dict[int, dict], baseline: dict[int, dict],
-                  cost: float | None) -> str | None:
-    """Arm's best validation minus the baseline's best within the arm's compute (rounded up
-    to whole epochs, the baseline's validations), paired by seed; None without a cost, or
-    when the baseline's curve stops short of that compute."""
+def _is_long_baseline(plan: StudyPlan, arm: str) -> bool:
+    """Whether ``arm`` is the plan's long baseline itself (an arm of this plan's ledger)."""
+    return plan.long_baseline is not None and plan.long_baseline == (plan.ledger, arm)
+
+
+def baseline_cut(per_seed: dict[int, dict], baseline: dict[int, dict],
+                 cost: float | None) -> dict[int, tuple[float, float]] | None:
+    """``{seed: (baseline's best validation within the arm's compute, the arm's best
+    validation)}`` for the seeds both ran: the arm's compute is its epochs run x ``cost``,
+    rounded up to whole epochs (the baseline's validations). None without a cost, or when the
+    baseline's curve stops short of that compute at some seed."""
     if cost is None:
         return None
-    differences = []
+    found = {}
     for seed, entry in per_seed.items():
         base = baseline.get(seed)
         if base is None:
@@ -119,8 +161,28 @@ def _baseline_cut(per_seed: dict[int, dict], baseline: dict[int, dict],
         reached = min(max(epoch for epoch, _ in curve) for curve in base["validation"].values())
         if reached < budget:
             return None
-        differences.append(best_validation(entry) - best_validation(base, budget))
-    return format_mean_std(*mean_and_std(differences)) if differences else None
+        found[seed] = (best_validation(base, budget), best_validation(entry))
+    return found
+
+
+def _cut_cells(cut: dict[int, tuple[float, float]] | None, per_seed: dict[int, dict]) -> str:
+    """The compute table's last two cells: the baseline within the arm's compute and the
+    arm minus it, over the paired seeds (named when fewer than the arm's)."""
+    if not cut:
+        return "- | -"
+    seeds = "" if len(cut) == len(per_seed) else \
+        f" (seed{'s' if len(cut) > 1 else ''} {', '.join(map(str, cut))})"
+    base = format_mean_std(*mean_and_std([base for base, _ in cut.values()]))
+    difference = format_mean_std(*mean_and_std([arm - base for base, arm in cut.values()]))
+    return f"{base}{seeds} | {difference}{seeds}"
+
+
+def _time_ratio(per_seed: dict[int, dict], baseline: dict[int, dict]) -> str | None:
+    """Mean over the seeds both ran (with seconds) of the arm's wall-clock seconds over the
+    baseline's, as ``8.1x``; None without such a seed."""
+    ratios = [entry["seconds"] / baseline[seed]["seconds"] for seed, entry in per_seed.items()
+              if entry.get("seconds") and baseline.get(seed, {}).get("seconds")]
+    return f"{statistics.fmean(ratios):.1f}x" if ratios else None
 
 
 def _mean_over_folds(by_fold: dict[str, int]) -> float:
@@ -177,19 +239,21 @@ def plot_gain_against_cost(panels: dict[str, dict[str, tuple[float, float, float
         axis.set_title(title, fontsize=9)
         axis.legend(fontsize=7)
     figure.tight_layout()
-    records.save_figure(figure, path)
+    storage.save_figure(figure, path)
 
 
 def write_study_report(plan: StudyPlan) -> str:
     """Writes ``<name>.md`` (and its plots) next to the ledger; returns the Markdown."""
     ledger = read_ledger(plan)
     groups = collect(plan, ledger)
-    costs = records.read_json(plan.step_costs) if plan.step_costs and \
+    costs = storage.read_json(plan.step_costs) if plan.step_costs and \
         plan.step_costs.is_file() else []
     output = plan.ledger.parent
     text = (f"# Study {plan.name}\n\n{len(ledger)} runs recorded in "
             f"`{plan.ledger.name}`. Test classes, percent; mean ± standard deviation over "
             "seeds (the mean alone for one seed).\n")
+    if plan.notes:
+        text += f"\n{plan.notes.strip()}\n"
     differences: dict[str, dict[str, dict]] = {}
     cost_panels: dict[str, dict[str, tuple]] = {}
     for (dataset, loss), arms in groups.items():
@@ -208,26 +272,32 @@ def write_study_report(plan: StudyPlan) -> str:
             differences[f"{dataset}, {loss}: arm − {plan.baseline}"] = paired
         for arm, per_seed in arms.items():
             label = plan.arms[arm].label
-            cost = step_cost(next(iter(per_seed.values())), costs)
+            cost = arm_step_cost(plan, arm, next(iter(per_seed.values())), costs)
             if cost is not None and (arm == plan.baseline or label in paired):
                 gains = [0.0] if arm == plan.baseline else [
                     d[SEPARATED_MAP] for d in paired[label].values()]
                 mean, std = mean_and_std(gains)
                 cost_panels.setdefault(f"{dataset}, {loss}", {})[label] = (cost, mean, std)
-    if groups:
+    table = compute_table(plan, groups, costs) if groups else ""
+    if table:
         cut_from = (f"`{plan.long_baseline[1]}` in `{plan.long_baseline[0].name}`"
                     if plan.long_baseline else plan.arms[plan.baseline].label)
-        text += ("\n## Compute\n\nStep cost measured on the run's device (`step_costs`); "
-                 "compute = epochs run x iterations x step cost; the last column is the "
-                 "arm's best validation MAP@R minus that of the baseline "
-                 f"({cut_from}) within the arm's compute, rounded up to whole epochs, paired "
-                 "by seed (- where the baseline did not train that far).\n\n"
-                 + compute_table(plan, groups, costs))
+        text += ("\n## Compute\n\nStep cost measured on the run's device (`step_costs`) or "
+                 "given by the plan (an arm's `step_cost`); compute = epochs run x iterations "
+                 "x step cost; wall-clock / baseline is the mean ratio of the arm's seconds to "
+                 "the baseline's, paired by seed; validation MAP@R is the best epoch's, mean "
+                 "of the folds. The last two columns: the best validation MAP@R of the "
+                 f"baseline ({cut_from}) within the arm's compute, rounded up to whole epochs, "
+                 "and the arm's minus it, paired by seed (the seeds named where fewer than the "
+                 "arm's; - where the baseline did not train that far). A best over more epochs "
+                 "is favoured by its own selection, so a longer baseline's best leans "
+                 "optimistic.\n\n" + table)
     if differences:
         plot_paired_differences(differences, output / f"{plan.name}.png")
         text += f"\n![arm minus baseline]({plan.name}.png)\n"
-    if cost_panels:
+    cost_panels = {title: arms for title, arms in cost_panels.items() if len(arms) > 1}
+    if plan.step_costs is not None and cost_panels:
         plot_gain_against_cost(cost_panels, output / f"{plan.name}_cost.png")
         text += f"\n![gain against step cost]({plan.name}_cost.png)\n"
-    records.write_text(output / f"{plan.name}.md", text)
+    storage.write_text(output / f"{plan.name}.md", text)
     return text

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from sdm.constants import RESIZE, RESIZED_CACHE_FOLDER
 from sdm.data.images import read_rgb_image
-from sdm.records import atomic_write, write_text
+from sdm.storage import atomic_write, write_text
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1

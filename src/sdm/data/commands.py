@@ -180,7 +180,7 @@ def run_cache(args: argparse.Namespace) -> int:
 
 def run_glyphs(args: argparse.Namespace) -> int:
     """Build the glyph demo dataset below the dataset root."""
-    from sdm.data.glyphs import build_glyph_dataset
+    from sdm.builders.glyphs import build_glyph_dataset
 
     try:
         archive = build_glyph_dataset(args.dataset_root)
@@ -192,7 +192,7 @@ def run_glyphs(args: argparse.Namespace) -> int:
 
 def run_icons(args: argparse.Namespace) -> int:
     """Build the icon dataset below the dataset root."""
-    from sdm.data.icons import DEFAULT_ICON_ROOTS, build_icon_dataset
+    from sdm.builders.icons import DEFAULT_ICON_ROOTS, build_icon_dataset
 
     try:
         archive = build_icon_dataset(args.dataset_root, args.icon_roots or DEFAULT_ICON_ROOTS,

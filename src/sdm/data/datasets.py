@@ -94,16 +94,11 @@ def load_dataset(
     }
     if name in file_loaders:
         return file_loaders[name](dataset_root, allow_partial, use_cache, cache_size)
-    if name == GLYPHS:
-        from sdm.data.glyphs import load_glyph_arrays
+    if name in (GLYPHS, ICONS):
+        from sdm.data.embedded import load_embedded_arrays
 
-        images, labels, class_names = load_glyph_arrays(dataset_root)
-        return ArrayImageDataset(images, labels, GLYPHS, class_names=dict(enumerate(class_names)))
-    if name == ICONS:
-        from sdm.data.icons import load_icon_arrays
-
-        images, labels, class_names = load_icon_arrays(dataset_root)
-        return ArrayImageDataset(images, labels, ICONS, class_names=dict(enumerate(class_names)))
+        images, labels, class_names = load_embedded_arrays(name, dataset_root)
+        return ArrayImageDataset(images, labels, name, class_names=dict(enumerate(class_names)))
     if name in (FOLDER, CSV):
         if path is None:
             raise DatasetError(f"dataset {name!r} needs a path (--path / dataset.path)")

@@ -15,17 +15,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from pytorch_metric_learning.samplers import MPerClassSampler
 
-from sdm import records
+from sdm import storage
+from sdm.config import ExperimentConfig, without_pretrained_weights
 from sdm.constants import RESIZE
 from sdm.data.datasets import ImageDataset, load_dataset
 from sdm.data.splits import Splits, dataset_splits
 from sdm.data.transforms import build_transform
 from sdm.engine.precision import TrainingPrecision, training_precision
 from sdm.errors import UserInputError
-from sdm.losses import build_loss, build_miner
+from sdm.loss_registry import build_loss, build_miner
 from sdm.models.embedder import Embedder
 from sdm.models.embedding_model import EmbeddingModel
 from sdm.models.trunks import build_trunk, input_convention
@@ -60,7 +60,7 @@ def check_device(device: str, source: str) -> None:
                                  f"devices: {available}")
 
 
-def build_precision(config: DictConfig, device: torch.device) -> TrainingPrecision:
+def build_precision(config: ExperimentConfig, device: torch.device) -> TrainingPrecision:
     """The training precision plan of ``config.training`` on ``device`` (see ``precision``)."""
     training = config.training
     return training_precision(device, mixed_precision=training.mixed_precision,
@@ -78,7 +78,7 @@ def seed_everything(seed: int) -> None:
 # ----- data ------------------------------------------------------------------------------
 
 
-def load_experiment_dataset(config: DictConfig) -> tuple[ImageDataset, Splits]:
+def load_experiment_dataset(config: ExperimentConfig) -> tuple[ImageDataset, Splits]:
     """The configured dataset (no transform) and its class splits; a resized cache is used
     only when it was built at the configured ``transform.resize``."""
     dataset = load_dataset(
@@ -88,13 +88,13 @@ def load_experiment_dataset(config: DictConfig) -> tuple[ImageDataset, Splits]:
     return dataset, dataset_splits(dataset)
 
 
-def image_transform(config: DictConfig, train: bool) -> Callable[[Any], torch.Tensor]:
+def image_transform(config: ExperimentConfig, train: bool) -> Callable[[Any], torch.Tensor]:
     """The trunk's train or eval pipeline at the configured ``transform`` sizes."""
     return build_transform(input_convention(config.model.trunk), train,
                            config.transform.resize, config.transform.crop)
 
 
-def fold_datasets(config: DictConfig, dataset: ImageDataset, splits: Splits,
+def fold_datasets(config: ExperimentConfig, dataset: ImageDataset, splits: Splits,
                   fold: int) -> tuple[ImageDataset, ImageDataset]:
     """(train classes with the train transform, validation classes with the eval transform)."""
     train = dataset.subset(splits.folds[fold].train).with_transform(image_transform(config, True))
@@ -102,12 +102,12 @@ def fold_datasets(config: DictConfig, dataset: ImageDataset, splits: Splits,
     return train, val
 
 
-def test_dataset(config: DictConfig, dataset: ImageDataset, splits: Splits) -> ImageDataset:
+def test_dataset(config: ExperimentConfig, dataset: ImageDataset, splits: Splits) -> ImageDataset:
     """The test classes with the eval transform."""
     return dataset.subset(splits.test).with_transform(image_transform(config, False))
 
 
-def build_sampler(config: DictConfig, labels: np.ndarray) -> MPerClassSampler:
+def build_sampler(config: ExperimentConfig, labels: np.ndarray) -> MPerClassSampler:
     """The m-per-class sampler of one epoch (``iterations_per_epoch`` batches) over ``labels``."""
     training = config.training
     return MPerClassSampler(
@@ -118,7 +118,7 @@ def build_sampler(config: DictConfig, labels: np.ndarray) -> MPerClassSampler:
 # ----- model, loss, optimizers -------------------------------------------------------------
 
 
-def build_model(config: DictConfig) -> EmbeddingModel:
+def build_model(config: ExperimentConfig) -> EmbeddingModel:
     """Trunk + embedder; the trunk's feature dropout (at ``sdm.perturb_at``) is on only
     with SDM."""
     feature_dropout = config.sdm.feature_dropout if config.sdm.enabled else 0.0
@@ -129,44 +129,40 @@ def build_model(config: DictConfig) -> EmbeddingModel:
     return EmbeddingModel(trunk.module, embedder)
 
 
-def build_eval_model(config: DictConfig) -> EmbeddingModel:
+def build_eval_model(config: ExperimentConfig) -> EmbeddingModel:
     """The config's model with SDM's feature dropout off and no pretrained weights loaded
     (its weights come from a checkpoint)."""
-    plain = OmegaConf.merge(config, {"sdm": {"enabled": False}, "model": {"pretrained": False}})
+    plain = without_pretrained_weights(config)
+    plain.sdm.enabled = False
     return build_model(plain)
 
 
-def sdm_passes(config: DictConfig) -> int | None:
+def sdm_passes(config: ExperimentConfig) -> int | None:
     """Perturbed forward passes per step: ``sdm.passes`` with SDM on, None (one plain pass)
     without."""
     return config.sdm.passes if config.sdm.enabled else None
 
 
-def batched_passes(config: DictConfig, device: torch.device) -> bool:
+def batched_passes(config: ExperimentConfig, device: torch.device) -> bool:
     """``sdm.batched_passes``, or when unset: batched on CUDA, one after another elsewhere."""
     configured = config.sdm.batched_passes
     return device.type == "cuda" if configured is None else bool(configured)
 
 
-def build_fold_loss(config: DictConfig, num_classes: int) -> torch.nn.Module:
+def build_fold_loss(config: ExperimentConfig, num_classes: int) -> torch.nn.Module:
     """The configured loss for ``num_classes`` training classes, SDM-wrapped when enabled."""
-    sdm = None
-    if config.sdm.enabled:
-        sdm = {"masks": config.sdm.masks, "p": config.sdm.embedding_dropout,
-               "alpha": config.sdm.alpha}
-    params: dict[str, Any] = OmegaConf.to_container(config.loss.params)  # type: ignore[assignment]
-    return build_loss(config.loss.name, params, num_classes=num_classes,
-                      embedding_size=config.model.embedding_sizes[-1], sdm=sdm)
+    return build_loss(config.loss.name, config.loss.params, num_classes=num_classes,
+                      embedding_size=config.model.embedding_sizes[-1],
+                      sdm=config.sdm if config.sdm.enabled else None)
 
 
-def build_fold_miner(config: DictConfig) -> Any:
+def build_fold_miner(config: ExperimentConfig) -> Any:
     """The configured miner, or None."""
-    params: dict[str, Any] = OmegaConf.to_container(config.loss.miner_params)  # type: ignore
-    return build_miner(config.loss.miner, params)
+    return build_miner(config.loss.miner, config.loss.miner_params)
 
 
 def build_optimizers(
-    config: DictConfig, model: EmbeddingModel, loss: torch.nn.Module
+    config: ExperimentConfig, model: EmbeddingModel, loss: torch.nn.Module
 ) -> dict[str, torch.optim.Optimizer]:
     """RMSprop for trunk and embedder, and for the loss's own parameters when it has any."""
     opt = config.optimizer
@@ -187,9 +183,9 @@ def build_optimizers(
 # ----- models from files -------------------------------------------------------------------
 
 
-def load_checkpoint_model(config: DictConfig, path: str | Path) -> EmbeddingModel:
+def load_checkpoint_model(config: ExperimentConfig, path: str | Path) -> EmbeddingModel:
     """The model saved in one of this project's checkpoints (``trunk`` and ``embedder``)."""
-    state = records.load_checkpoint(path)
+    state = storage.load_checkpoint(path)
     model = build_eval_model(config)
     model.trunk.load_state_dict(state["trunk"])
     model.embedder.load_state_dict(state["embedder"])
@@ -221,7 +217,7 @@ def find_released_models(folder: str | Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def load_released_model(config: DictConfig, trunk_file: Path,
+def load_released_model(config: ExperimentConfig, trunk_file: Path,
                         embedder_file: Path) -> EmbeddingModel:
     """A model from the paper's ``trunk_best<E>.pth`` and ``embedder_best<E>.pth``."""
     model = build_eval_model(config)

@@ -10,7 +10,7 @@ from sdm.models.embedding_model import EmbeddingModel
 
 
 @torch.no_grad()
-def compute_embeddings(
+def evaluation_embeddings(
     model: EmbeddingModel,
     dataset: Dataset,
     *,

@@ -8,7 +8,7 @@
 
 Query set = reference set (the query itself excluded), except for datasets with an official
 query/gallery partition (In-Shop), where the query images are ranked against the gallery.
-Nothing is written here: ``sdm.results`` makes tables and files of what this returns.
+Nothing is written here: ``sdm.scores`` makes tables and files of what this returns.
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ import statistics
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from sdm import constants as C
+from sdm.config import ExperimentConfig
 from sdm.data.datasets import ImageDataset
 from sdm.data.splits import Splits
 from sdm.engine import build
-from sdm.engine.embeddings import compute_embeddings, concatenated_embeddings
-from sdm.engine.experiment import ExperimentFolder
+from sdm.engine.embeddings import concatenated_embeddings, evaluation_embeddings
 from sdm.metrics import retrieval_metrics
 from sdm.models.embedding_model import EmbeddingModel
-from sdm.results import ModelSetScores, SeparatedScores, TestResults
+from sdm.scores import ModelSetScores, SeparatedScores, TestResults
 
 
 def score(embeddings: torch.Tensor, labels: torch.Tensor, dataset: ImageDataset) -> dict:
@@ -42,7 +41,7 @@ def score(embeddings: torch.Tensor, labels: torch.Tensor, dataset: ImageDataset)
 
 
 def evaluate_models(
-    models: list[EmbeddingModel], test_set: ImageDataset, config: DictConfig,
+    models: list[EmbeddingModel], test_set: ImageDataset, config: ExperimentConfig,
     modes: tuple[str, ...] = C.EVAL_MODES,
 ) -> ModelSetScores:
     """Separated and/or concatenated scores of ``models`` on ``test_set`` (eval transform set).
@@ -55,7 +54,7 @@ def evaluate_models(
     per_model = []
     labels = torch.empty(0)
     for model in models:
-        embeddings, labels = compute_embeddings(
+        embeddings, labels = evaluation_embeddings(
             model.to(device), test_set, device=device,
             batch_size=config.training.eval_batch_size, num_workers=config.training.num_workers)
         per_model.append(embeddings)
@@ -74,28 +73,8 @@ def evaluate_models(
     return result
 
 
-def evaluate_experiment(
-    config: DictConfig, experiment_dir: str | Path, dataset: ImageDataset, splits: Splits,
-    modes: tuple[str, ...] = C.EVAL_MODES, pretrained: bool = True,
-) -> TestResults:
-    """The best checkpoint of every trained fold (and epoch 0 when ``pretrained``) on the
-    test classes."""
-    experiment = ExperimentFolder(experiment_dir)
-    folds = experiment.trained_folds(config.training.folds)
-    test_set = build.test_dataset(config, dataset, splits)
-
-    def scores(checkpoint: str) -> ModelSetScores:
-        models = [build.load_checkpoint_model(config, experiment.checkpoint(fold, checkpoint))
-                  for fold in folds]
-        return evaluate_models(models, test_set, config, modes)
-
-    return TestResults(
-        experiment=config.name, folds=folds, trained=scores(C.BEST_CHECKPOINT),
-        pretrained=scores(C.PRETRAINED_CHECKPOINT) if pretrained else None)
-
-
 def evaluate_released_models(
-    config: DictConfig, folder: str | Path, dataset: ImageDataset, splits: Splits,
+    config: ExperimentConfig, folder: str | Path, dataset: ImageDataset, splits: Splits,
     modes: tuple[str, ...] = C.EVAL_MODES,
 ) -> TestResults:
     """The paper's released ``trunk_best<E>.pth`` / ``embedder_best<E>.pth`` models found below

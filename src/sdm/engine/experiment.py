@@ -5,7 +5,8 @@ loss, weights: see ``preflight``). A finished fold is skipped on rerun and an in
 resumes. Rerunning with a config that differs in anything that changes training is refused
 unless the caller allows it (the allowed differences are recorded in ``config_changes.json``)
 — except while no fold has trained a step yet: then the experiment simply starts afresh with
-the new config. ``ExperimentFolder`` is the one way to read a saved experiment back.
+the new config. ``ExperimentFolder`` owns an experiment's life: it trains, evaluates and reads a
+saved experiment back; nothing else builds paths inside an experiment folder.
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from sdm import constants as C
-from sdm import records
-from sdm.config import ConfigError, config_difference, load_config, to_yaml
+from sdm import storage
+from sdm.config import ConfigError, ExperimentConfig, config_difference, load_config, to_yaml
+from sdm.data.datasets import ImageDataset
+from sdm.data.splits import Splits
 from sdm.engine import distributed
-from sdm.results import TestResults, read_results
+from sdm.scores import ModelSetScores, TestResults, read_results, results_file, write_results
 
 # Keys that may change between a run and its resumption without changing what is trained
 # (the device and how SDM's passes are run change random draws and rounding, not the method).
@@ -36,33 +37,72 @@ RESUMABLE_KEYS = ("name", "experiments_root", "dataset.root", "dataset.use_cache
                   "sdm.batched_passes")
 
 
-def experiment_folder(config: DictConfig) -> Path:
+def experiment_folder(config: ExperimentConfig) -> Path:
     """``<experiments_root>/<name>``."""
     return Path(config.experiments_root) / config.name
 
 
 class ExperimentFolder:
-    """A saved experiment: its config, per-fold files, validation curves and test results."""
+    """One experiment on disk and its life: train its folds (``run``), test them
+    (``evaluate``), and read back its config, checkpoints, validation curves and results.
 
-    def __init__(self, folder: str | Path):
+    Made from a config (``ExperimentFolder.of``), it trains and evaluates with that config;
+    opened from a folder (``ExperimentFolder.open``), it reads the saved one. The dataset and
+    splits are loaded once per instance, so ``run`` then ``evaluate`` load them once.
+    """
+
+    def __init__(self, folder: str | Path, config: ExperimentConfig | None = None):
         self.path = Path(folder)
+        self._config = config
+        self._data: tuple[ImageDataset, Splits] | None = None
+        self.label: str | None = None
+
+    @classmethod
+    def of(cls, config: ExperimentConfig) -> ExperimentFolder:
+        """The experiment ``config`` describes, in ``<experiments_root>/<name>``."""
+        return cls(experiment_folder(config), config)
+
+    @classmethod
+    def open(cls, folder: str | Path) -> ExperimentFolder:
+        """The experiment saved in ``folder``; a tuning study's folder (``sdm tune``) opens its
+        best trial, labelled with the study's name and trial count."""
+        path = Path(folder)
+        study = path / C.STUDY_FILE
+        if not study.is_file():
+            return cls(path)
+        summary = storage.read_json(study)
+        if "best_folder" not in summary:
+            raise FileNotFoundError(f"study {path} has no completed trial yet")
+        best = cls(path / summary["best_folder"])
+        best.label = (f"{summary['study']} (tuned: best of {summary['finished_trials']} "
+                      f"trials, {summary['best_folder']})")
+        return best
 
     @property
-    def config(self) -> DictConfig:
-        """The saved config, resolved as ``load_config`` resolves a file."""
-        saved = self.path / C.CONFIG_FILE
-        if not saved.is_file():
-            raise FileNotFoundError(f"{self.path} is not an experiment folder: no {saved.name}")
-        return load_config([saved])
+    def config(self) -> ExperimentConfig:
+        """The config given, else the saved one, resolved as ``load_config`` resolves a file."""
+        if self._config is None:
+            saved = self.path / C.CONFIG_FILE
+            if not saved.is_file():
+                raise FileNotFoundError(
+                    f"{self.path} is not an experiment folder: no {saved.name}")
+            self._config = load_config([saved])
+        return self._config
+
+    @property
+    def name(self) -> str:
+        """What reports call it: the config's name, or a tuning study's label."""
+        return self.label or str(self.config.name)
 
     def fold(self, fold: int) -> Path:
-        return records.fold_folder(self.path, fold)
+        """``<folder>/fold_<k>``: one fold's checkpoints and records."""
+        return self.path / C.FOLD_FOLDER.format(fold=fold)
 
     def checkpoint(self, fold: int, name: str) -> Path:
         """A fold's checkpoint file, e.g. ``checkpoint(0, constants.BEST_CHECKPOINT)``."""
         return self.fold(fold) / name
 
-    def trained_folds(self, folds: list[int]) -> list[int]:
+    def trained_folds(self, folds: Sequence[int]) -> list[int]:
         """Those of ``folds`` that have a best checkpoint; an error when none has."""
         trained = [f for f in folds if self.checkpoint(f, C.BEST_CHECKPOINT).is_file()]
         if not trained:
@@ -73,30 +113,136 @@ class ExperimentFolder:
 
     def curves(self) -> dict[int, list[dict[str, str]]]:
         """``{fold: rows of metrics.csv}`` (validation per evaluated epoch) for every fold."""
-        return {int(p.parent.name.split("_")[1]): records.read_csv(p)
+        return {int(p.parent.name.split("_")[1]): storage.read_csv(p)
                 for p in sorted(self.path.glob(f"fold_*/{C.METRICS_CSV}"))}
 
     def has_trained_step(self) -> bool:
         """Whether any fold has recorded an epoch of training (epoch >= 1)."""
         return any(int(row["epoch"]) >= 1 for rows in self.curves().values() for row in rows)
 
+    def fold_summary(self, fold: int) -> dict[str, Any]:
+        """A finished fold's summary (``FoldTrainer.run``'s return value, kept in its
+        ``done.json``); FileNotFoundError while the fold has not finished."""
+        return storage.read_json(self.fold(fold) / C.FOLD_DONE_FILE)
+
+    def has_results(self) -> bool:
+        """Whether ``evaluate`` has written its results."""
+        return results_file(self.path / C.RESULTS_FOLDER, ".json").is_file()
+
     def results(self) -> TestResults:
-        """What ``sdm evaluate`` wrote; FileNotFoundError when it has not run."""
+        """What ``evaluate`` wrote; FileNotFoundError when it has not run."""
         return read_results(self.path / C.RESULTS_FOLDER)
 
+    def data(self) -> tuple[ImageDataset, Splits]:
+        """The config's dataset and its class-disjoint splits, loaded on first use."""
+        if self._data is None:
+            from sdm.engine import build
 
-def prepare_experiment_folder(config: DictConfig, allow_config_change: bool = False) -> Path:
+            self._data = build.load_experiment_dataset(self.config)
+        return self._data
+
+    def prepare(self, allow_config_change: bool = False) -> None:
+        """Checks the whole experiment (warnings are issued) and creates or reopens its folder
+        (see ``prepare_experiment_folder``)."""
+        from sdm.engine import preflight
+
+        dataset, splits = self.data()
+        for message in preflight.check_experiment(self.config, dataset, splits):
+            warnings.warn(message, stacklevel=3)
+        prepare_experiment_folder(self.config, allow_config_change)
+
+    def run(self, allow_config_change: bool = False,
+            on_validation: Callable[[int, int, float], None] | None = None,
+            ) -> list[dict[str, Any]]:
+        """Checks the whole experiment, then trains every fold in ``training.folds``; returns
+        their summaries. ``on_validation(fold, epoch, val MAP@R)`` is called after each
+        validation (see ``FoldTrainer``). Started by torchrun, all its processes train each
+        fold together (see ``distributed``)."""
+        from sdm.engine.fold import FoldTrainer
+
+        if distributed.launched_by_torchrun():
+            return self._run_distributed(allow_config_change, on_validation)
+        self.prepare(allow_config_change)
+        dataset, splits = self.data()
+        return [FoldTrainer(self.config, fold, self.fold(fold), dataset, splits,
+                            _for_fold(on_validation, fold)).run()
+                for fold in self.config.training.folds]
+
+    def _run_distributed(self, allow_config_change: bool,
+                         on_validation: Callable[[int, int, float], None] | None,
+                         ) -> list[dict[str, Any]]:
+        """``run`` in one process of a torchrun job: the main rank prepares the folder (any
+        error there is raised on every rank), then all ranks train each fold together."""
+        from sdm.engine.fold import FoldTrainer
+
+        context, device = distributed.start(self.config.training.device)
+        try:
+            context.local_batch_size(self.config.training.batch_size)
+            error = None
+            if context.is_main:
+                try:
+                    self.prepare(allow_config_change)
+                except Exception as raised:  # re-raised below, after the others have heard
+                    error = f"{type(raised).__name__}: {raised}"
+            error = distributed.broadcast_from_main(error)
+            if error is not None:
+                raise RuntimeError(f"rank {context.rank}: the main rank could not prepare the "
+                                   f"experiment: {error}")
+            dataset, splits = self.data()
+            rank_config = copy.deepcopy(self.config)
+            rank_config.training.device = str(device)
+            return [FoldTrainer(rank_config, fold, self.fold(fold), dataset, splits,
+                                _for_fold(on_validation, fold), context).run()
+                    for fold in self.config.training.folds]
+        finally:
+            distributed.stop()
+
+    def evaluate(self, modes: tuple[str, ...] = C.EVAL_MODES, pretrained: bool = True,
+                 ) -> TestResults:
+        """The best checkpoint of every trained fold (and epoch 0 when ``pretrained``) on the
+        test classes, written to ``<folder>/results/`` and returned."""
+        from sdm.engine import build
+        from sdm.engine.evaluate import evaluate_models
+
+        config = self.config
+        folds = self.trained_folds(config.training.folds)
+        test_set = build.test_dataset(config, *self.data())
+
+        def scores(checkpoint: str) -> ModelSetScores:
+            models = [build.load_checkpoint_model(config, self.checkpoint(fold, checkpoint))
+                      for fold in folds]
+            return evaluate_models(models, test_set, config, modes)
+
+        measured = TestResults(
+            experiment=config.name, folds=folds, trained=scores(C.BEST_CHECKPOINT),
+            pretrained=scores(C.PRETRAINED_CHECKPOINT) if pretrained else None)
+        write_results(self.path / C.RESULTS_FOLDER, measured)
+        return measured
+
+    def evaluate_released_models(self, folder: str | Path,
+                                 modes: tuple[str, ...] = C.EVAL_MODES) -> TestResults:
+        """The paper's released models found below ``folder`` (one per fold), evaluated with
+        this experiment's config on its test classes, written to
+        ``<folder>/released_results/`` and returned."""
+        from sdm.engine.evaluate import evaluate_released_models
+
+        measured = evaluate_released_models(self.config, folder, *self.data(), modes)
+        write_results(self.path / C.RELEASED_RESULTS_FOLDER, measured)
+        return measured
+
+
+def prepare_experiment_folder(config: ExperimentConfig, allow_config_change: bool = False) -> Path:
     """Creates or reopens the experiment folder and records config and run information."""
     folder = experiment_folder(config)
     if (folder / C.CONFIG_FILE).is_file():
         _accept_config(ExperimentFolder(folder), config, allow_config_change)
     folder.mkdir(parents=True, exist_ok=True)
-    records.write_text(folder / C.CONFIG_FILE, to_yaml(config))
-    records.write_json(folder / C.RUN_INFO_FILE, records.run_info(config.training.seed))
+    storage.write_text(folder / C.CONFIG_FILE, to_yaml(config))
+    storage.write_json(folder / C.RUN_INFO_FILE, storage.run_info(config.training.seed))
     return folder
 
 
-def _accept_config(experiment: ExperimentFolder, config: DictConfig, allowed: bool) -> None:
+def _accept_config(experiment: ExperimentFolder, config: ExperimentConfig, allowed: bool) -> None:
     changes = {key: values for key, values in config_difference(experiment.config, config).items()
                if not key.startswith(RESUMABLE_KEYS)}
     if not changes:
@@ -114,72 +260,10 @@ def _accept_config(experiment: ExperimentFolder, config: DictConfig, allowed: bo
             "Use another experiment name, or allow the change explicitly "
             "(sdm train --allow-config-change; run.py --merge_argparse_when_resuming).")
     log_path = experiment.path / C.CONFIG_CHANGES_FILE
-    log = records.read_json(log_path) if log_path.is_file() else []
+    log = storage.read_json(log_path) if log_path.is_file() else []
     log.append({"time": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "changes": {k: list(v) for k, v in changes.items()}})
-    records.write_json(log_path, log)
-
-
-def prepare_experiment(config: DictConfig, allow_config_change: bool = False,
-                       ) -> tuple[Path, Any, Any]:
-    """Loads the dataset, checks the whole experiment (warnings are issued) and creates or
-    reopens its folder; returns (folder, dataset, splits)."""
-    from sdm.engine import build, preflight
-
-    dataset, splits = build.load_experiment_dataset(config)
-    for message in preflight.check_experiment(config, dataset, splits):
-        warnings.warn(message, stacklevel=3)
-    return prepare_experiment_folder(config, allow_config_change), dataset, splits
-
-
-def run_experiment(
-    config: DictConfig, allow_config_change: bool = False,
-    on_validation: Callable[[int, int, float], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Checks the whole experiment, then trains every fold in ``config.training.folds``;
-    returns their summaries. ``on_validation(fold, epoch, val MAP@R)`` is called after each
-    validation (see ``FoldTrainer``). Started by torchrun, all its processes train each fold
-    together (see ``distributed``)."""
-    from sdm.engine.fold import FoldTrainer
-
-    if distributed.launched_by_torchrun():
-        return _run_distributed(config, allow_config_change, on_validation)
-    folder, dataset, splits = prepare_experiment(config, allow_config_change)
-    return [FoldTrainer(config, fold, folder, dataset, splits,
-                        _for_fold(on_validation, fold)).run()
-            for fold in config.training.folds]
-
-
-def _run_distributed(config: DictConfig, allow_config_change: bool,
-                     on_validation: Callable[[int, int, float], None] | None,
-                     ) -> list[dict[str, Any]]:
-    """``run_experiment`` in one process of a torchrun job: the main rank prepares the folder
-    (any error there is raised on every rank), then all ranks train each fold together."""
-    from sdm.engine import build
-    from sdm.engine.fold import FoldTrainer
-
-    context, device = distributed.start(config.training.device)
-    try:
-        context.local_batch_size(config.training.batch_size)
-        error = None
-        if context.is_main:
-            try:
-                prepare_experiment(config, allow_config_change)
-            except Exception as raised:  # re-raised below, after the others have heard of it
-                error = f"{type(raised).__name__}: {raised}"
-        error = distributed.broadcast_from_main(error)
-        if error is not None:
-            raise RuntimeError(f"rank {context.rank}: the main rank could not prepare the "
-                               f"experiment: {error}")
-        dataset, splits = build.load_experiment_dataset(config)
-        rank_config = copy.deepcopy(config)
-        rank_config.training.device = str(device)
-        folder = experiment_folder(config)
-        return [FoldTrainer(rank_config, fold, folder, dataset, splits,
-                            _for_fold(on_validation, fold), context).run()
-                for fold in config.training.folds]
-    finally:
-        distributed.stop()
+    storage.write_json(log_path, log)
 
 
 def _for_fold(callback: Callable[[int, int, float], None] | None,

@@ -20,17 +20,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sdm import constants as C
-from sdm import records
+from sdm import storage
+from sdm.config import ExperimentConfig
 from sdm.data.datasets import ImageDataset
 from sdm.data.splits import Splits
 from sdm.engine import build, distributed
 from sdm.engine.distributed import DistributedContext
-from sdm.engine.embeddings import compute_embeddings
+from sdm.engine.embeddings import evaluation_embeddings
 from sdm.engine.precision import prepare_model
 from sdm.engine.step import train_step
 from sdm.errors import cause
@@ -49,7 +49,8 @@ class FoldState:
 
 
 class FoldTrainer:
-    """Trains one fold of an experiment in ``<experiment_dir>/fold_<k>/``.
+    """Trains one fold of an experiment in its folder ``fold_dir`` (``<experiment>/fold_<k>/``,
+    see ``ExperimentFolder.fold``).
 
     ``on_validation(epoch, val MAP@R)``, when given, is called after each validation from
     epoch 0 on, once the epoch's records are written; an exception it raises stops the fold
@@ -60,7 +61,7 @@ class FoldTrainer:
     others take its validation score, so all stop at the same epoch.
     """
 
-    def __init__(self, config: DictConfig, fold: int, experiment_dir: str | Path,
+    def __init__(self, config: ExperimentConfig, fold: int, fold_dir: str | Path,
                  dataset: ImageDataset, splits: Splits,
                  on_validation: Callable[[int, float], None] | None = None,
                  context: DistributedContext | None = None):
@@ -69,7 +70,7 @@ class FoldTrainer:
         self.context = context
         self.is_main = context is None or context.is_main
         self.fold = fold
-        self.folder = records.fold_folder(experiment_dir, fold)
+        self.folder = Path(fold_dir)
         self.device = build.resolve_device(config.training.device)
         build.seed_everything(config.training.seed + fold)
         self.model = build.build_model(config).to(self.device)
@@ -109,7 +110,7 @@ class FoldTrainer:
                     "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         })
-        records.save_checkpoint(self.folder / C.LATEST_CHECKPOINT, state)
+        storage.save_checkpoint(self.folder / C.LATEST_CHECKPOINT, state)
 
     def _resume(self) -> bool:
         """Restores the fold from its latest checkpoint; False when there is none.
@@ -118,15 +119,15 @@ class FoldTrainer:
         if not path.is_file():
             return False
         try:
-            self._restore(records.load_checkpoint(path))
-        except (records.CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as error:
-            raise records.CheckpointError(self._unusable_latest(path, error)) from error
+            self._restore(storage.load_checkpoint(path))
+        except (storage.CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise storage.CheckpointError(self._unusable_latest(path, error)) from error
         return True
 
     def _unusable_latest(self, path: Path, error: Exception) -> str:
         """Why the latest checkpoint ``path`` cannot resume the fold, whether the best
         checkpoint is intact, and how to restart the fold (nothing is deleted here)."""
-        if isinstance(error, records.CheckpointError):
+        if isinstance(error, storage.CheckpointError):
             reason = str(error)
         else:
             reason = (f"checkpoint {path} does not fit this fold's model and training state "
@@ -135,11 +136,11 @@ class FoldTrainer:
         keep = ""
         try:
             best_note = (f"Its best checkpoint {best} is intact (epoch "
-                         f"{records.load_checkpoint(best).get('epoch', '?')})")
+                         f"{storage.load_checkpoint(best).get('epoch', '?')})")
             keep = f"; the restart replaces {best}, so copy it elsewhere first to keep it"
         except FileNotFoundError:
             best_note = f"It has no best checkpoint ({best})"
-        except records.CheckpointError:
+        except storage.CheckpointError:
             best_note = f"Its best checkpoint {best} cannot be read either"
         return (f"fold {self.fold} cannot resume: {reason}. {best_note}. To restart fold "
                 f"{self.fold} from epoch 0, delete {path} and run the same command again{keep}")
@@ -173,7 +174,7 @@ class FoldTrainer:
         return score
 
     def _measure_validation(self, epoch: int, trunk_only: bool) -> float:
-        embeddings, labels = compute_embeddings(
+        embeddings, labels = evaluation_embeddings(
             self.model, self.val_set, device=self.device,
             batch_size=self.config.training.eval_batch_size,
             num_workers=self.config.training.num_workers, trunk_only=trunk_only,
@@ -182,7 +183,7 @@ class FoldTrainer:
         row = {"epoch": epoch, **{name: metrics[name] for name in C.METRIC_NAMES}}
         assert self.state.history is not None
         self.state.history.append(row)
-        records.write_csv(self.folder / C.METRICS_CSV, self.state.history)
+        storage.write_csv(self.folder / C.METRICS_CSV, self.state.history)
         for name in C.METRIC_NAMES:
             self.writer.add_scalar(f"val/{name}", metrics[name], epoch)
         return metrics[C.MAP_AT_R]
@@ -191,7 +192,7 @@ class FoldTrainer:
         if score > self.state.best_score:
             self.state.best_score, self.state.best_epoch = score, epoch
             if self.is_main:
-                records.save_checkpoint(self.folder / C.BEST_CHECKPOINT, self._models_state())
+                storage.save_checkpoint(self.folder / C.BEST_CHECKPOINT, self._models_state())
 
     def _validated(self, epoch: int, score: float) -> None:
         """Keeps the best checkpoint and the latest state, then tells ``on_validation``."""
@@ -235,12 +236,12 @@ class FoldTrainer:
         """Trains (or resumes, or skips when finished) and returns the fold's summary."""
         done = self.folder / C.FOLD_DONE_FILE
         if done.is_file():
-            return records.read_json(done)
+            return storage.read_json(done)
         from torch.utils.tensorboard import SummaryWriter
 
         if self.is_main:
             self.folder.mkdir(parents=True, exist_ok=True)
-            records.remove_partial_writes(self.folder)
+            storage.remove_partial_writes(self.folder)
             self.writer = SummaryWriter(str(self.folder / C.TENSORBOARD_FOLDER))
         else:
             self.writer = _SilentWriter()
@@ -250,7 +251,7 @@ class FoldTrainer:
                 self._validate(-1, trunk_only=True)
                 score = self._validate(0)
                 if self.is_main:
-                    records.save_checkpoint(self.folder / C.PRETRAINED_CHECKPOINT,
+                    storage.save_checkpoint(self.folder / C.PRETRAINED_CHECKPOINT,
                                             self._models_state())
                 self._validated(0, score)
             self._train_epochs()
@@ -258,7 +259,7 @@ class FoldTrainer:
                    "best_val_map_at_r": self.state.best_score, "last_epoch": self.state.epoch,
                    "seconds_this_session": round(time.time() - start, 1)}
         if self.is_main:
-            records.write_json(done, summary)
+            storage.write_json(done, summary)
         if self.context is not None:
             distributed.barrier()
         return summary

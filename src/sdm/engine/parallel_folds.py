@@ -1,6 +1,6 @@
 """Folds in parallel: an experiment's folds trained at once, one worker process per device.
 
-The parent checks and prepares the experiment once, as ``run_experiment`` does, then keeps one
+The parent checks and prepares the experiment once, as ``ExperimentFolder.run`` does, then keeps one
 fold running on every entry of ``devices`` (``cuda:0,cuda:1`` or ``cpu,cpu``); a device takes
 the next fold when its fold ends. Each worker is a separate process (multiprocessing "spawn")
 that trains one fold through ``FoldTrainer`` with ``training.device`` set to its device, so a
@@ -12,6 +12,7 @@ results say which folds failed and why, and the caller decides what that means.
 
 from __future__ import annotations
 
+import copy
 import faulthandler
 import multiprocessing
 import os
@@ -28,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from sdm import constants as C
-from sdm import records
+from sdm import storage
+from sdm.config import ExperimentConfig
 from sdm.engine import build
-from sdm.engine.experiment import prepare_experiment
+from sdm.engine.experiment import ExperimentFolder
 from sdm.engine.fold import FoldTrainer
 from sdm.errors import UserInputError
 
@@ -89,9 +90,9 @@ def _cpu_threads(devices: Sequence[str], folds: int) -> int:
 # ----- the parent --------------------------------------------------------------------------
 
 
-def run_folds_in_parallel(config: DictConfig, devices: Sequence[str],
+def run_folds_in_parallel(config: ExperimentConfig, devices: Sequence[str],
                           allow_config_change: bool = False) -> list[dict[str, Any]]:
-    """Checks and prepares the experiment like ``run_experiment``, then trains the folds of
+    """Checks and prepares the experiment like ``ExperimentFolder.run``, then trains the folds of
     ``config.training.folds`` in worker processes, one at a time per entry of ``devices``.
 
     Prints a line as each fold starts and ends, and the ``summary_table`` at the end. Returns
@@ -105,7 +106,9 @@ def run_folds_in_parallel(config: DictConfig, devices: Sequence[str],
     folds = list(config.training.folds)
     check_devices(devices)
     _check_distinct(folds)
-    folder = prepare_experiment(config, allow_config_change)[0]
+    experiment = ExperimentFolder.of(config)
+    experiment.prepare(allow_config_change)
+    folder = experiment.path
     results = {fold: _finished_before(folder, fold) for fold in folds}
     pending = deque(fold for fold in folds if results[fold] is None)
     results.update(_run_workers(config, folder, pending, list(devices)))
@@ -123,14 +126,14 @@ def _check_distinct(folds: list[int]) -> None:
 
 def _finished_before(folder: Path, fold: int) -> dict[str, Any] | None:
     """The result of a fold whose ``done.json`` exists (it is not trained again), else None."""
-    done = records.fold_folder(folder, fold) / C.FOLD_DONE_FILE
+    done = ExperimentFolder(folder).fold(fold) / C.FOLD_DONE_FILE
     if not done.is_file():
         return None
     print(f"fold {fold}: finished before ({done}); not trained again", flush=True)
-    return _result(fold, None, _log_path(folder, fold), 0.0, summary=records.read_json(done))
+    return _result(fold, None, _log_path(folder, fold), 0.0, summary=storage.read_json(done))
 
 
-def _run_workers(config: DictConfig, folder: Path, pending: deque[int],
+def _run_workers(config: ExperimentConfig, folder: Path, pending: deque[int],
                  devices: list[str]) -> dict[int, dict[str, Any]]:
     """Trains the ``pending`` folds, each free device taking the next one; their results."""
     context = multiprocessing.get_context("spawn")
@@ -151,7 +154,7 @@ def _run_workers(config: DictConfig, folder: Path, pending: deque[int],
     return results
 
 
-def _start(context: Any, config: DictConfig, folder: Path, fold: int, device: str,
+def _start(context: Any, config: ExperimentConfig, folder: Path, fold: int, device: str,
            threads: int) -> _Job:
     log = _log_path(folder, fold)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +211,7 @@ def _stop(jobs: list[_Job]) -> None:
 
 
 def _log_path(folder: Path, fold: int) -> Path:
-    return records.fold_folder(folder, fold) / C.FOLD_LOG
+    return ExperimentFolder(folder).fold(fold) / C.FOLD_LOG
 
 
 def _result(fold: int, device: str | None, log: Path, seconds: float,
@@ -241,7 +244,7 @@ def summary_table(results: list[dict[str, Any]]) -> str:
 # ----- a worker ----------------------------------------------------------------------------
 
 
-def _worker(config: DictConfig, folder: Path, fold: int, device: str, threads: int | None,
+def _worker(config: ExperimentConfig, folder: Path, fold: int, device: str, threads: int | None,
             log: Path, results: Connection) -> None:
     """A worker process: trains ``fold`` on ``device`` with its output in ``log``; sends
     ``(DONE, fold summary)``, or ``(FAILED, _error_text)`` and exits 1 (the whole traceback
@@ -282,9 +285,9 @@ def _redirect_output(log: Path) -> None:
     faulthandler.enable()
 
 
-def _train_fold(config: DictConfig, folder: Path, fold: int, device: str) -> dict[str, Any]:
+def _train_fold(config: ExperimentConfig, folder: Path, fold: int, device: str) -> dict[str, Any]:
     """Trains (or resumes) ``fold`` of the prepared experiment on ``device``: its summary."""
-    config = config.copy()
+    config = copy.deepcopy(config)
     config.training.device = device
-    dataset, splits = build.load_experiment_dataset(config)
-    return FoldTrainer(config, fold, folder, dataset, splits).run()
+    experiment = ExperimentFolder(folder, config)
+    return FoldTrainer(config, fold, experiment.fold(fold), *experiment.data()).run()

@@ -14,9 +14,8 @@ import sys
 import time
 
 import numpy as np
-from omegaconf import DictConfig
 
-from sdm.config import ConfigError
+from sdm.config import ConfigError, ExperimentConfig
 from sdm.constants import TEST_FRACTION, VAL_FRACTION
 from sdm.data.datasets import ImageDataset
 from sdm.data.image_check import describe_unreadable, image_files, unreadable_images
@@ -25,7 +24,7 @@ from sdm.engine import build
 from sdm.models.trunks import find_pretrained_weights
 
 
-def check_experiment(config: DictConfig, dataset: ImageDataset, splits: Splits) -> list[str]:
+def check_experiment(config: ExperimentConfig, dataset: ImageDataset, splits: Splits) -> list[str]:
     """Raises on anything that would stop the configured folds; returns warnings."""
     warnings = []
     for fold in config.training.folds:
@@ -40,7 +39,7 @@ def check_experiment(config: DictConfig, dataset: ImageDataset, splits: Splits) 
     return warnings
 
 
-def check_fold_sampling(config: DictConfig, dataset: ImageDataset, splits: Splits,
+def check_fold_sampling(config: ExperimentConfig, dataset: ImageDataset, splits: Splits,
                         fold: int) -> list[str]:
     """ConfigError when the m-per-class sampler cannot fill ``training.batch_size`` from the
     fold's training classes; a warning when some have fewer than ``m_per_class`` images."""
@@ -78,7 +77,7 @@ def classes_for_training_classes(needed: int) -> int:
     return total
 
 
-def check_image_files(config: DictConfig, dataset: ImageDataset, splits: Splits) -> None:
+def check_image_files(config: ExperimentConfig, dataset: ImageDataset, splits: Splits) -> None:
     """ConfigError naming the image files that cannot be opened among those of the classes any
     configured split uses (train and validation of ``training.folds``, and the test); prints
     how many were checked and how long it took. Skipped with ``dataset.check_images=false``."""
@@ -113,7 +112,7 @@ def _check_retrievable(dataset: ImageDataset, classes: list[int], what: str) -> 
             "images")
 
 
-def _check_loss(config: DictConfig, num_classes: int) -> None:
+def _check_loss(config: ExperimentConfig, num_classes: int) -> None:
     try:
         build.build_fold_loss(config, num_classes)
     except (TypeError, ValueError, AssertionError) as error:
@@ -121,7 +120,7 @@ def _check_loss(config: DictConfig, num_classes: int) -> None:
                           f"{error}") from None
 
 
-def _check_precision(config: DictConfig) -> None:
+def _check_precision(config: ExperimentConfig) -> None:
     try:
         build.build_precision(config, build.resolve_device(config.training.device))
     except ValueError as error:

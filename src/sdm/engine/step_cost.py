@@ -13,8 +13,8 @@ import statistics
 import time
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
+from sdm.config import ExperimentConfig, without_pretrained_weights
 from sdm.constants import GLYPH_INPUT
 from sdm.engine import build
 from sdm.engine.step import train_step
@@ -22,7 +22,7 @@ from sdm.models.batchnorm import train_with_frozen_batchnorm
 from sdm.models.trunks import input_convention
 
 
-def step_cost_ratio(baseline: DictConfig, other: DictConfig, *, rounds: int = 5,
+def step_cost_ratio(baseline: ExperimentConfig, other: ExperimentConfig, *, rounds: int = 5,
                     warmup: int = 1) -> float:
     """Median seconds of a training step of ``other`` over that of ``baseline`` (on
     ``baseline``'s device), measured over ``rounds`` interleaved rounds after ``warmup``."""
@@ -42,9 +42,9 @@ def step_cost_ratio(baseline: DictConfig, other: DictConfig, *, rounds: int = 5,
     return statistics.median(seconds[1]) / statistics.median(seconds[0])
 
 
-def _stepper(config: DictConfig, device: torch.device):
+def _stepper(config: ExperimentConfig, device: torch.device):
     """A closure running one engine training step of ``config`` on a fixed random batch."""
-    config = OmegaConf.merge(config, {"model": {"pretrained": False}})
+    config = without_pretrained_weights(config)
     training = config.training
     channels = 1 if input_convention(config.model.trunk) == GLYPH_INPUT else 3
     crop = config.transform.crop or 32

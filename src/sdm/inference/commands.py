@@ -109,14 +109,14 @@ def run_index(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     """Print (and write, draw) the nearest gallery items of the queries."""
-    from sdm.inference.retrieval import GallerySearch, format_results, write_results
+    from sdm.inference.retrieval import GallerySearch, format_results, write_search_results
 
     searcher = GallerySearch.open(args.folder, args.experiment, args.device)
     queries = searcher.load_queries(args.queries)
     results = searcher.search(queries, args.k, batch_size=args.batch_size, progress=True)
     print(format_results(results))
     if args.out:
-        print(f"results written to {write_results(args.out, results)}")
+        print(f"results written to {write_search_results(args.out, results)}")
     if args.picture:
         from sdm.inference.picture import draw_search_picture
 

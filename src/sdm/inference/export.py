@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sdm import records
+from sdm import storage
 from sdm.inference.errors import InferenceError
 from sdm.inference.loading import InferenceModel
 from sdm.inference.options import EXPORT_FORMATS, ONNX, TORCHSCRIPT
@@ -48,7 +48,7 @@ def export_model(model: InferenceModel, path: str | Path, fmt: str) -> dict[str,
     path = Path(path)
     example = torch.zeros(EXAMPLE_BATCH_SIZE, *model.input_shape)
     data = _onnx_bytes(model, example) if fmt == ONNX else _torchscript_bytes(model, example)
-    records.atomic_write(path, lambda stream: stream.write(data))
+    storage.atomic_write(path, lambda stream: stream.write(data))
     generator = torch.Generator().manual_seed(0)
     checks = [torch.randn(n, *model.input_shape, generator=generator) for n in PARITY_BATCH_SIZES]
     try:
@@ -71,7 +71,7 @@ def export_model(model: InferenceModel, path: str | Path, fmt: str) -> dict[str,
         "parity_max_abs_difference": difference,
         "torch": torch.__version__,
     }
-    records.write_json(description_path(path), description)
+    storage.write_json(description_path(path), description)
     return description
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sdm import records
+from sdm import storage
 from sdm.constants import EMBEDDINGS_FILE, GALLERY_FILE, ITEMS_FILE
 from sdm.inference.embedding import embed
 from sdm.inference.errors import InferenceError
@@ -53,7 +53,7 @@ class Gallery:
 
     def items(self) -> list[dict[str, str]]:
         """The rows of ``items.csv`` (strings; label and class_name empty when unknown)."""
-        return records.read_csv(self.folder / ITEMS_FILE)
+        return storage.read_csv(self.folder / ITEMS_FILE)
 
     def images(self) -> ImageSource:
         """The gallery's images, loaded again from where ``sdm embed`` found them."""
@@ -76,17 +76,17 @@ def write_gallery(folder: str | Path, embeddings: np.ndarray, source: ImageSourc
         raise ValueError(f"{embeddings.shape[0]} embeddings for {len(source.names)} images")
     (folder / GALLERY_FILE).unlink(missing_ok=True)
     array = np.ascontiguousarray(embeddings, dtype=np.float32)
-    records.atomic_write(folder / EMBEDDINGS_FILE, lambda stream: np.save(stream, array))
+    storage.atomic_write(folder / EMBEDDINGS_FILE, lambda stream: np.save(stream, array))
     rows = []
     for row, name in enumerate(source.names):
         label, class_name = source.label_of(row)
         rows.append({"row": row, "path": name, "label": "" if label is None else label,
                      "class_name": class_name or ""})
-    records.write_csv(folder / ITEMS_FILE, rows)
+    storage.write_csv(folder / ITEMS_FILE, rows)
     record = {"model": identity, "images": source.spec, "labelled": source.labelled,
               "rows": int(array.shape[0]), "dim": int(array.shape[1]),
               "embeddings_sha256": sha256_file(folder / EMBEDDINGS_FILE)}
-    records.write_json(folder / GALLERY_FILE, record)
+    storage.write_json(folder / GALLERY_FILE, record)
     return Gallery(folder, record)
 
 
@@ -98,7 +98,7 @@ def read_gallery(folder: str | Path) -> Gallery:
             f"{folder} is not a complete embeddings folder: no {GALLERY_FILE} (written last by "
             "`sdm embed EXPERIMENT_DIR IMAGES --out DIR`; run it, or rerun it if it was "
             "interrupted)")
-    gallery = Gallery(folder, records.read_json(folder / GALLERY_FILE))
+    gallery = Gallery(folder, storage.read_json(folder / GALLERY_FILE))
     shape = gallery.embeddings().shape
     if shape != (gallery.size, gallery.record["dim"]):
         raise InferenceError(

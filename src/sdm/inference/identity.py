@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from sdm import constants as C
+from sdm.config import ExperimentConfig
 from sdm.engine.experiment import ExperimentFolder
 from sdm.models.trunks import input_convention
 
@@ -35,8 +34,8 @@ def sha256_file(path: str | Path) -> str:
 
 
 def model_identity(
-    experiment: ExperimentFolder, config: DictConfig, folds: Sequence[int], concatenated: bool,
-    input_shape: Sequence[int], embedding_dim: int,
+    experiment: ExperimentFolder, config: ExperimentConfig, folds: Sequence[int],
+    concatenated: bool, input_shape: Sequence[int], embedding_dim: int,
 ) -> dict[str, Any]:
     """The JSON-ready identity of the model made of the best checkpoints of ``folds``.
 

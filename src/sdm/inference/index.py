@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sdm import records
+from sdm import storage
 from sdm.constants import INDEX_FILE, INDEX_INFO_FILE
 from sdm.inference.errors import InferenceError
 from sdm.inference.gallery import Gallery
@@ -116,10 +116,10 @@ def write_index(gallery: Gallery, kind: str = FLAT, **parameters: int | None) ->
             "dim": int(index.d), "embeddings_sha256": gallery.record["embeddings_sha256"],
             "model": gallery.identity, "faiss": faiss.__version__}
     (gallery.folder / INDEX_INFO_FILE).unlink(missing_ok=True)
-    records.atomic_write(gallery.folder / INDEX_FILE,
+    storage.atomic_write(gallery.folder / INDEX_FILE,
                          lambda stream: faiss.write_index(index, faiss.PyCallbackIOWriter(
                              stream.write)))
-    records.write_json(gallery.folder / INDEX_INFO_FILE, info)
+    storage.write_json(gallery.folder / INDEX_INFO_FILE, info)
     return info
 
 
@@ -134,7 +134,7 @@ def open_index(gallery: Gallery) -> tuple[faiss.Index, dict[str, Any]]:
     if not info_path.is_file() or not (gallery.folder / INDEX_FILE).is_file():
         raise InferenceError(
             f"no index in {gallery.folder}: build one with `sdm index {gallery.folder}`")
-    info = records.read_json(info_path)
+    info = storage.read_json(info_path)
     if info["embeddings_sha256"] != gallery.record["embeddings_sha256"]:
         raise InferenceError(
             f"the index in {gallery.folder} was built from other embeddings (model "

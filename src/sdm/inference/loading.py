@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
 from sdm import constants as C
+from sdm.config import ExperimentConfig
 from sdm.data.images import DatasetError
 from sdm.engine import build
 from sdm.engine.embeddings import concatenated_embeddings
@@ -27,7 +27,7 @@ from sdm.engine.experiment import ExperimentFolder
 from sdm.inference.errors import InferenceError
 from sdm.inference.identity import model_identity
 from sdm.models.embedding_model import EmbeddingModel
-from sdm.records import CheckpointError
+from sdm.storage import CheckpointError
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
@@ -46,7 +46,7 @@ class InferenceModel(nn.Module):
     """
 
     def __init__(self, models: Sequence[EmbeddingModel], transform: Transform,
-                 input_shape: Sequence[int], config: DictConfig,
+                 input_shape: Sequence[int], config: ExperimentConfig,
                  identity: dict[str, Any] | None = None):
         super().__init__()
         self.models = nn.ModuleList(models)
@@ -96,7 +96,8 @@ def load_model(
     return model, transform
 
 
-def _best_model(experiment: ExperimentFolder, config: DictConfig, fold: int) -> EmbeddingModel:
+def _best_model(experiment: ExperimentFolder, config: ExperimentConfig,
+                fold: int) -> EmbeddingModel:
     """The model of ``fold``'s best checkpoint; InferenceError saying what to do when that
     file cannot be read."""
     path = experiment.checkpoint(fold, C.BEST_CHECKPOINT)
@@ -125,7 +126,7 @@ def chosen_folds(experiment: ExperimentFolder, fold: int | None, concatenated: b
     return [fold]
 
 
-def experiment_input_shape(config: DictConfig, transform: Transform) -> tuple[int, int, int]:
+def experiment_input_shape(config: ExperimentConfig, transform: Transform) -> tuple[int, int, int]:
     """(channels, height, width) of an image after the experiment's eval transform.
 
     With a configured ``transform.crop`` every image comes out at that square size, read off

@@ -1,14 +1,24 @@
-"""A picture of search results: one row per query, the query first (titled with its class, or
-its file name), then its neighbours titled with their score and class; when both sides have
-classes, hits are framed green and misses red, otherwise grey."""
+"""The one picture of retrieval results: one row per query, the query first (titled with its
+class, or its file name), then its neighbours titled with their score and class; when both
+sides have classes, hits are framed green and misses red, otherwise grey. ``sdm search`` draws
+its results with it, ``sdm evaluate`` / ``sdm report --retrieval-picture`` an experiment's
+test classes."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sdm import records
+import torch
+
+from sdm import constants as C
+from sdm import storage
 from sdm.data.base import ImageDataset
-from sdm.inference.retrieval import QueryResult
+from sdm.inference.retrieval import Neighbour, QueryResult
+from sdm.inference.sources import item_names
+
+if TYPE_CHECKING:
+    from sdm.engine.experiment import ExperimentFolder
 
 MAX_PICTURE_QUERIES = 16  # rows drawn at most; later queries are left out of the picture
 NAME_CHARACTERS = 14
@@ -51,4 +61,39 @@ def draw_search_picture(results: list[QueryResult], queries: ImageDataset,
                 spine.set_edgecolor(colour)
                 spine.set_linewidth(3)
     figure.tight_layout()
-    return records.save_figure(figure, path, dpi=100)
+    return storage.save_figure(figure, path, dpi=100)
+
+
+def draw_test_set_picture(experiment: ExperimentFolder, path: str | Path,
+                          num_queries: int = 6, k: int = 5) -> Path:
+    """``num_queries`` random test items of ``experiment`` (drawn with its
+    ``training.seed``), each with its ``k`` nearest other test items under the best model of
+    its first trained fold, as ``retrieval_metrics`` ranks them; scores are cosine
+    similarities. Drawn into the PNG file ``path``."""
+    from sdm.engine import build
+    from sdm.engine.embeddings import evaluation_embeddings
+    from sdm.metrics import nearest_neighbours
+
+    config = experiment.config
+    fold = experiment.trained_folds(config.training.folds)[0]
+    model = build.load_checkpoint_model(config, experiment.checkpoint(fold, C.BEST_CHECKPOINT))
+    test_set = build.test_dataset(config, *experiment.data())
+    device = build.resolve_device(config.training.device)
+    embeddings, _ = evaluation_embeddings(model.to(device), test_set, device=device,
+                                          batch_size=config.training.eval_batch_size)
+    generator = torch.Generator().manual_seed(config.training.seed)
+    queries = torch.randperm(len(test_set), generator=generator)[:num_queries].tolist()
+    neighbours = nearest_neighbours(embeddings, queries, k)
+    names = item_names(test_set)
+
+    def described(item: int) -> tuple[int, str]:
+        label = int(test_set.labels[item])
+        return label, test_set.class_names.get(label, str(label))
+
+    results = []
+    for index, query in enumerate(queries):
+        found = [Neighbour(rank, row, names[row], *described(row),
+                           float(embeddings[query] @ embeddings[row]))
+                 for rank, row in enumerate(neighbours[index].tolist(), start=1)]
+        results.append(QueryResult(query, names[query], *described(query), found))
+    return draw_search_picture(results, test_set, test_set, path)

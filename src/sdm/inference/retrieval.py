@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdm import records
+from sdm import storage
 from sdm.inference.embedding import Images, embed
 from sdm.inference.errors import InferenceError
 from sdm.inference.gallery import Gallery, read_gallery
@@ -107,9 +107,9 @@ class GallerySearch:
         return results
 
 
-def write_results(path: str | Path, results: list[QueryResult]) -> Path:
+def write_search_results(path: str | Path, results: list[QueryResult]) -> Path:
     """The results as JSON (a list of queries with their neighbours), atomically."""
-    records.write_json(path, [asdict(result) for result in results])
+    storage.write_json(path, [asdict(result) for result in results])
     return Path(path)
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
 
 from sdm import constants as C
+from sdm.config import ExperimentConfig
 from sdm.data.base import FileImageDataset, ImageDataset
 from sdm.data.datasets import IMAGE_SUFFIXES, load_csv, load_dataset, load_image_folder
 from sdm.data.images import DatasetError
@@ -93,7 +93,7 @@ def load_images(
 
 
 def load_experiment_images(
-    images: str | Path | Sequence[str | Path], config: DictConfig,
+    images: str | Path | Sequence[str | Path], config: ExperimentConfig,
     dataset_root: str | Path | None = None,
 ) -> ImageSource:
     """``load_images`` with an experiment's dataset options: dataset names below its

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -36,8 +35,8 @@ from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 
 from sdm import constants as C
-from sdm import records
-from sdm.config import ConfigError, load_config, override, to_yaml
+from sdm import storage
+from sdm.config import ConfigError, ExperimentConfig, load_config, override, to_yaml
 from sdm.tune.space import load_space
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -174,7 +173,7 @@ def suggest(trial: optuna.Trial, key: str, dist: BaseDistribution) -> Any:
 
 
 def trial_config(request: TuneRequest, folder: Path, number: int,
-                 params: dict[str, Any]) -> DictConfig:
+                 params: dict[str, Any]) -> ExperimentConfig:
     """The experiment config of trial ``number`` with ``params`` (config key -> value)."""
     return load_config(request.config_files, [
         *request.overrides, *(override(key, value) for key, value in params.items()),
@@ -183,7 +182,7 @@ def trial_config(request: TuneRequest, folder: Path, number: int,
 
 def _objective(trial: optuna.Trial, request: TuneRequest, space: dict[str, BaseDistribution],
                folder: Path) -> float:
-    from sdm.engine.experiment import run_experiment
+    from sdm.engine.experiment import ExperimentFolder
 
     params = {key: suggest(trial, key, dist) for key, dist in space.items()}
     config = trial_config(request, folder, trial.number, params)
@@ -192,11 +191,11 @@ def _objective(trial: optuna.Trial, request: TuneRequest, space: dict[str, BaseD
     def report(fold: int, epoch: int, score: float) -> None:
         trial.report(score, fold_order.index(fold) * (config.training.max_epochs + 1) + epoch)
         if request.prune and trial.should_prune():
-            records.write_json(folder / config.name / C.PRUNED_FILE,
+            storage.write_json(folder / config.name / C.PRUNED_FILE,
                                {"fold": fold, "epoch": epoch, "val_map_at_r": score})
             raise optuna.TrialPruned(f"pruned at fold {fold}, epoch {epoch}")
 
-    summaries = run_experiment(config, on_validation=report)
+    summaries = ExperimentFolder.of(config).run(on_validation=report)
     return statistics.fmean(summary["best_val_map_at_r"] for summary in summaries)
 
 
@@ -220,7 +219,7 @@ def write_study_results(request: TuneRequest, name: str, folder: Path,
                         study: optuna.Study) -> dict[str, Any]:
     """``trials.csv``, ``study.json``, and with a completed trial ``best.yaml``, the plots and
     the best trial's test results."""
-    records.write_csv(folder / C.TRIALS_CSV, trial_rows(study))
+    storage.write_csv(folder / C.TRIALS_CSV, trial_rows(study))
     summary: dict[str, Any] = {"study": name, "request": asdict(request),
                                "finished_trials": len(study.get_trials(states=FINISHED))}
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -230,9 +229,12 @@ def write_study_results(request: TuneRequest, name: str, folder: Path,
         summary.update(best_trial=best.number, best_value=best.value,
                        best_folder=C.TRIAL_FOLDER.format(number=best.number),
                        best_params=best.params, best_config=str(best_config))
-        _evaluate_best_trial(folder / C.TRIAL_FOLDER.format(number=best.number))
+        from sdm.engine.experiment import ExperimentFolder
+
+        ExperimentFolder(folder / C.TRIAL_FOLDER.format(number=best.number)).evaluate(
+            pretrained=False)
         _write_plots(study, folder)
-    records.write_json(folder / C.STUDY_FILE, summary)
+    storage.write_json(folder / C.STUDY_FILE, summary)
     return summary
 
 
@@ -244,20 +246,8 @@ def _write_best_config(request: TuneRequest, name: str, folder: Path,
     header = (f"# The best trial ({best.number}) of study {name}: mean best validation MAP@R "
               f"{best.value:.4f} over folds {list(config.training.folds)}.\n")
     path = folder / C.BEST_CONFIG
-    records.write_text(path, header + to_yaml(config))
+    storage.write_text(path, header + to_yaml(config))
     return path
-
-
-def _evaluate_best_trial(trial_folder: Path) -> None:
-    from sdm.engine.build import load_experiment_dataset
-    from sdm.engine.evaluate import evaluate_experiment
-    from sdm.engine.experiment import ExperimentFolder
-    from sdm.results import write_results
-
-    config = ExperimentFolder(trial_folder).config
-    dataset, splits = load_experiment_dataset(config)
-    write_results(trial_folder / C.RESULTS_FOLDER,
-                  evaluate_experiment(config, trial_folder, dataset, splits, pretrained=False))
 
 
 def _write_plots(study: optuna.Study, folder: Path) -> None:
@@ -280,4 +270,4 @@ def _write_plots(study: optuna.Study, folder: Path) -> None:
             print(f"sdm tune: no {file}: {error}", file=sys.stderr)
             continue
         figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-        records.save_figure(figure, folder / file)
+        storage.save_figure(figure, folder / file)
