@@ -54,6 +54,29 @@ def test_report_table_and_plots(finished):
     assert "Ablation" not in text and not (tmp / "out" / "ablation.png").exists()
 
 
+def test_validation_curves_are_overlaid_on_shared_axes_one_panel_per_fold(
+        finished, tmp_path, monkeypatch):
+    from sdm import report
+
+    _, folders = finished
+    experiments = [ExperimentFolder.open(folder) for folder in folders]
+    drawn = []
+    monkeypatch.setattr(report.storage, "save_figure", lambda figure, path: drawn.append(figure))
+    report.plot_validation_curves(experiments, tmp_path / "curves.png")
+    [figure] = drawn
+    axes = figure.axes
+    folds = sorted(experiments[0].curves())
+    assert [axis.get_title() for axis in axes] == [f"fold {fold}" for fold in folds]
+    assert len({axis.get_ylim() for axis in axes}) == 1  # one scale for every panel
+    for axis, fold in zip(axes, folds, strict=True):
+        lines = axis.get_lines()
+        assert [line.get_label() for line in lines] == ["base", "with_sdm"]
+        for line, folder in zip(lines, folders, strict=True):
+            rows = storage.read_csv(folder / f"fold_{fold}" / C.METRICS_CSV)
+            assert list(line.get_xdata()) == [int(r["epoch"]) for r in rows]
+            assert list(line.get_ydata()) == [100 * float(r[C.MAP_AT_R]) for r in rows]
+
+
 def test_paper_results_are_the_readme_numbers():
     paper = paper_results()
     assert paper[("cars196", "MS + Ours")][f"separated_{C.MAP_AT_R}"] == 21.28
