@@ -147,11 +147,12 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _list_points(args: argparse.Namespace) -> int:
-    from sdm.models.trunks import TRUNK_NAMES, describe_points
+    from sdm.models.trunks import check_trunk_name, describe_points
 
-    if args.trunk not in TRUNK_NAMES:
-        raise ConfigError(f"unknown trunk {args.trunk!r}; expected one of "
-                          f"{', '.join(TRUNK_NAMES)}")
+    try:
+        check_trunk_name(args.trunk)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     print(describe_points(args.trunk, args.side))
     return 0
 
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     from sdm.data.commands import whole_number_at_least
     from sdm.inference.commands import register as register_inference
     from sdm.study_commands import register as register_study
+    from sdm.tracking_commands import register as register_track
 
     parser = argparse.ArgumentParser(
         prog="sdm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -261,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_data(commands)
     register_inference(commands)
     register_study(commands)
+    register_track(commands)
     return parser
 
 

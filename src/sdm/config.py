@@ -79,11 +79,18 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    """Trunk (feature extractor) and embedder layer sizes."""
+    """Trunk (feature extractor) and embedder layer sizes.
+
+    ``trunk``: a built-in trunk or ``timm/<model name>`` (any timm model, e.g.
+    ``timm/vit_small_patch16_224.dino``). Pretrained weights come from ``weights_path`` or the
+    trunk's usual local place (a timm trunk's: timm's caches); ``allow_download`` lets a timm
+    trunk download them when they are in neither (off: nothing is downloaded).
+    """
 
     trunk: str = "bninception"
     pretrained: bool = True
     weights_path: str | None = None
+    allow_download: bool = False
     embedding_sizes: list[int] = _ranged(lambda: [128], AT_LEAST_1)
 
 
@@ -155,6 +162,13 @@ class TrainingConfig:
     On CUDA only (ignored elsewhere): ``mixed_precision`` autocasts the forward passes to
     ``amp_dtype`` ("auto": bfloat16 where supported, else float16 with a gradient scaler;
     "bfloat16"; "float16"); ``channels_last`` memory format; ``compile`` (torch.compile).
+
+    Tracking (``sdm.engine.tracking``; the main process only): ``loggers`` lists where
+    training is recorded besides metrics.csv, any of "tensorboard" (each fold's event files)
+    and "mlflow" (the [mlflow] extra; may be empty). ``mlflow_uri`` is the MLflow tracking
+    URI (a server's http://host:port, or any store MLflow takes); unset (null), the SQLite store
+    ``<experiments_root>/mlflow.db``. ``mlflow_experiment`` names the MLflow experiment whose
+    runs the experiments are (one run per experiment, named after it).
     """
 
     batch_size: int = _ranged(32, Range(2))
@@ -173,6 +187,9 @@ class TrainingConfig:
     compile: bool = False
     num_workers: int = _ranged(2, AT_LEAST_0)
     eval_batch_size: int = _ranged(64, AT_LEAST_1)
+    loggers: list[str] = field(default_factory=lambda: [C.TENSORBOARD])
+    mlflow_uri: str | None = None
+    mlflow_experiment: str = C.MLFLOW_EXPERIMENT
 
 
 @dataclass
@@ -388,26 +405,30 @@ def check_ranges(config: DictConfig) -> None:
 def validate(config: DictConfig) -> None:
     """Checks that need more than a type: names, ranges, protocol consistency."""
     from sdm.loss_registry import LOSS_NAMES, LOSSES, MINER_NAMES, MINERS
-    from sdm.models.trunks import TRUNK_NAMES
+    from sdm.models.trunks import TRUNK_NAMES, is_trunk_name
 
     check_ranges(config)  # first: the checks below divide by some of these values
     checks = [
         (config.dataset.name in C.DATASET_NAMES,
          f"dataset.name '{config.dataset.name}' is not one of {', '.join(C.DATASET_NAMES)}"),
-        (config.model.trunk in TRUNK_NAMES,
-         f"model.trunk '{config.model.trunk}' is not one of {', '.join(TRUNK_NAMES)}"),
+        (is_trunk_name(config.model.trunk),
+         f"model.trunk '{config.model.trunk}' is not one of {', '.join(TRUNK_NAMES)} or "
+         "timm/<model name>"),
         (config.loss.name in LOSS_NAMES,
          f"loss.name '{config.loss.name}' is not one of {', '.join(LOSS_NAMES)}"),
         (config.loss.miner is None or config.loss.miner in MINER_NAMES,
          f"loss.miner '{config.loss.miner}' is not one of {', '.join(MINER_NAMES)}"),
         (config.training.batch_size % config.training.m_per_class == 0,
          "training.batch_size must be a multiple of training.m_per_class"),
+        (set(config.training.loggers) <= set(C.LOGGER_NAMES),
+         f"training.loggers {list(config.training.loggers)}: each must be one of "
+         f"{', '.join(C.LOGGER_NAMES)}"),
         (len(config.model.embedding_sizes) >= 1, "model.embedding_sizes must not be empty"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-    _check_perturbation_point(config.model.trunk, config.sdm.perturb_at)
+    _check_perturbation_point(config.model.trunk, config.sdm.perturb_at, config.sdm.enabled)
     _check_parameter_names("loss.params", config.loss.params, config.loss.name,
                            LOSSES[config.loss.name].params)
     if config.loss.miner is not None:
@@ -415,10 +436,18 @@ def validate(config: DictConfig) -> None:
                                MINERS[config.loss.miner][1])
 
 
-def _check_perturbation_point(trunk: str, point: str) -> None:
+def _check_perturbation_point(trunk: str, point: str, sdm_enabled: bool = True) -> None:
+    """ConfigError unless ``point`` is one of ``trunk``'s perturbation points (a timm trunk's
+    model name is checked first, on the meta device: no weights are built). A trunk without
+    a ``stem`` (a timm model of no known family) accepts the default ``stem`` with SDM off."""
     from sdm.models.trunks import perturbation_point_names
 
-    points = perturbation_point_names(trunk)
+    try:
+        points = perturbation_point_names(trunk)
+    except UserInputError as error:  # a timm model name timm does not know, or no timm
+        raise ConfigError(str(error)) from None
+    if point == "stem" and not sdm_enabled and "stem" not in points:
+        return
     if point not in points:
         raise ConfigError(f"sdm.perturb_at '{point}' is not a point of trunk {trunk}; its "
                           f"points, first to last: {', '.join(points)} (`sdm list-points "

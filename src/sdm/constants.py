@@ -102,6 +102,15 @@ FOLD_DONE_FILE = "done.json"
 TENSORBOARD_FOLDER = "tensorboard"
 FOLD_LOG = "train.log"  # a fold's stdout and stderr under `sdm train --devices`
 
+# --- experiment tracking (sdm.engine.tracking, training.loggers) ---
+TENSORBOARD = "tensorboard"  # event files in each fold_<k>/tensorboard/ (the default)
+MLFLOW = "mlflow"  # an MLflow tracking store or server (the [mlflow] extra)
+LOGGER_NAMES = (TENSORBOARD, MLFLOW)
+MLFLOW_RUN_FILE = "mlflow_run.json"  # beside config.yaml and in each fold_<k>/: the run ids
+MLFLOW_DATABASE = "mlflow.db"  # the default local store: <experiments_root>/mlflow.db
+MLFLOW_ARTIFACTS_FOLDER = "mlartifacts"  # its artifacts: <experiments_root>/mlartifacts/
+MLFLOW_EXPERIMENT = "sdm"  # the default MLflow experiment (training.mlflow_experiment)
+
 # --- test evaluation modes (sdm.engine.evaluate, sdm.scores) ---
 SEPARATED = "separated"  # each fold model alone (128-d in the paper), mean over models
 CONCATENATED = "concatenated"  # the fold models' normalized embeddings joined (512-d)

@@ -37,11 +37,11 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFont
 
 from sdm.builders.provenance import debian_packages, write_manifest
 from sdm.constants import GLYPHS_ARCHIVE, GLYPHS_MANIFEST
+from sdm.errors import UserInputError
 from sdm.storage import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -242,6 +242,7 @@ def build_glyph_dataset(
     if archive.exists() and manifest_path.exists() and not force:
         logger.info("glyph dataset already built at %s (force=True rebuilds it)", archive)
         return archive
+    _tt_font_class()  # fails here, before any rendering, when fontTools is not installed
     searched = [str(Path(folder).expanduser()) for folder in _or_default(font_dirs)]
     files = find_font_files(searched)
     logger.info("rendering %d font files at %d px with %d worker(s)", len(files), size, workers)
@@ -300,11 +301,24 @@ def _draws_a_letter_case_alike(images: dict[int, np.ndarray]) -> bool:
     )
 
 
+def _tt_font_class() -> type:
+    """fontTools' ``TTFont``: fontTools is an optional dependency (the ``glyphs`` extra)."""
+    try:
+        from fontTools.ttLib import TTFont
+    except ImportError as error:
+        raise UserInputError(
+            "building the glyph dataset needs fontTools, which is not installed: "
+            "pip install 'sdm-metric-learning[glyphs]'"
+        ) from error
+    return TTFont
+
+
 def _unicode_code_points(path: Path) -> set[int]:
     """Code points of the font's Unicode cmap; empty when fontTools cannot read the font."""
+    tt_font = _tt_font_class()
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     try:
-        with TTFont(path, lazy=True, fontNumber=0) as font:
+        with tt_font(path, lazy=True, fontNumber=0) as font:
             return set(font.getBestCmap() or {})
     except Exception:  # fontTools raises many types on malformed or unsupported files
         return set()

@@ -10,8 +10,13 @@ Then the trunk's own conversion:
 - "glyph": small grayscale images, 1 channel in -1..1 (mean 0.5, std 0.5); train adds a
   mild random affine jitter. Images keep their own size unless `resize` and `crop` are given
   (then Resize(resize) -> CenterCrop(crop) in both pipelines).
+- "rgb mean=M0,M1,M2 std=S0,S1,S2 interpolation=I" (``rgb_input``; the timm trunks' own
+  convention, from their ``pretrained_cfg``): the paper's geometry with interpolation I
+  (bilinear, bicubic or nearest) for the resize and the random-resized crop, then RGB in 0-1
+  normalized with that mean and std.
 """
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -36,6 +41,41 @@ CROP_RATIO = (0.75, 1.33)
 GLYPH_MAX_ROTATION_DEGREES = 5.0
 GLYPH_MAX_TRANSLATE_FRACTION = 0.05
 GLYPH_SCALE_RANGE = (0.95, 1.05)
+RGB_INPUT = "rgb"  # the first word of an rgb_input convention
+INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR,
+                  "bicubic": T.InterpolationMode.BICUBIC,
+                  "nearest": T.InterpolationMode.NEAREST}
+
+
+def rgb_input(mean: tuple[float, ...], std: tuple[float, ...], interpolation: str) -> str:
+    """The input convention "RGB in 0-1 normalized with ``mean`` and ``std``, resized with
+    ``interpolation``" as one string (what ``build_transform`` takes and identities record),
+    e.g. ``rgb mean=0.5,0.5,0.5 std=0.5,0.5,0.5 interpolation=bicubic``. An interpolation
+    other than those of ``INTERPOLATIONS`` (timm's "random") is written as bicubic."""
+    if len(mean) != 3 or len(std) != 3 or not all(math.isfinite(v) for v in (*mean, *std)) \
+            or min(std) <= 0:
+        raise ValueError(f"an RGB input needs 3 finite means and 3 positive stds, got "
+                         f"mean={mean}, std={std}")
+    mode = interpolation if interpolation in INTERPOLATIONS else "bicubic"
+    return (f"{RGB_INPUT} mean={','.join(map(repr, map(float, mean)))} "
+            f"std={','.join(map(repr, map(float, std)))} interpolation={mode}")
+
+
+def parse_rgb_input(convention: str) -> tuple[tuple[float, ...], tuple[float, ...], str] | None:
+    """(mean, std, interpolation) of an ``rgb_input`` convention; None for any other string."""
+    words = convention.split()
+    if len(words) != 4 or words[0] != RGB_INPUT:
+        return None
+    try:
+        fields = dict(word.split("=", 1) for word in words[1:])
+        mean = tuple(float(v) for v in fields["mean"].split(","))
+        std = tuple(float(v) for v in fields["std"].split(","))
+        interpolation = fields["interpolation"]
+    except (KeyError, ValueError):
+        return None
+    if len(mean) != 3 or len(std) != 3 or interpolation not in INTERPOLATIONS:
+        return None
+    return mean, std, interpolation
 
 
 class ConvertMode:
@@ -85,24 +125,33 @@ def build_transform(
             return T.Compose([ConvertMode("RGB"), *geometry, ToBNInceptionTensor()])
         to_tensor = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         return T.Compose([ConvertMode("RGB"), *geometry, *to_tensor])
+    rgb = parse_rgb_input(input_convention)
+    if rgb is not None:
+        mean, std, interpolation = rgb
+        geometry = _geometry(train, resize or RESIZE, crop or CROP, INTERPOLATIONS[interpolation])
+        return T.Compose([ConvertMode("RGB"), *geometry, T.ToTensor(), T.Normalize(mean, std)])
     if input_convention == GLYPH_INPUT:
         geometry = [T.Resize(resize), T.CenterCrop(crop)] if resize is not None else []
         jitter = [_glyph_jitter()] if train else []
         return T.Compose([ConvertMode("L"), *geometry, *jitter, T.ToTensor(),
                           T.Normalize((0.5,), (0.5,))])
     raise ValueError(
-        f"unknown input convention {input_convention!r}; expected one of {INPUT_CONVENTIONS}"
+        f"unknown input convention {input_convention!r}; expected one of {INPUT_CONVENTIONS} "
+        "or an rgb_input string"
     )
 
 
-def _geometry(train: bool, resize: int, crop: int) -> list[Callable]:
+def _geometry(train: bool, resize: int, crop: int,
+              interpolation: T.InterpolationMode = T.InterpolationMode.BILINEAR,
+              ) -> list[Callable]:
     if train:
         return [
-            T.Resize(resize),
-            T.RandomResizedCrop(crop, scale=CROP_SCALE, ratio=CROP_RATIO),
+            T.Resize(resize, interpolation),
+            T.RandomResizedCrop(crop, scale=CROP_SCALE, ratio=CROP_RATIO,
+                                interpolation=interpolation),
             T.RandomHorizontalFlip(0.5),
         ]
-    return [T.Resize(resize), T.CenterCrop(crop)]
+    return [T.Resize(resize, interpolation), T.CenterCrop(crop)]
 
 
 def _glyph_jitter() -> T.RandomAffine:

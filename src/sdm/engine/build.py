@@ -120,11 +120,13 @@ def build_sampler(config: ExperimentConfig, labels: np.ndarray) -> MPerClassSamp
 
 def build_model(config: ExperimentConfig) -> EmbeddingModel:
     """Trunk + embedder; the trunk's feature dropout (at ``sdm.perturb_at``) is on only
-    with SDM."""
+    with SDM. The trunk is built for the configured crop (a timm ViT's input size)."""
     feature_dropout = config.sdm.feature_dropout if config.sdm.enabled else 0.0
     trunk = build_trunk(config.model.trunk, pretrained=config.model.pretrained,
                         weights_path=config.model.weights_path, feature_dropout=feature_dropout,
-                        perturb_at=config.sdm.perturb_at)
+                        perturb_at=config.sdm.perturb_at,
+                        allow_download=config.model.allow_download,
+                        image_size=config.transform.crop)
     embedder = Embedder(trunk.output_dim, list(config.model.embedding_sizes))
     return EmbeddingModel(trunk.module, embedder)
 

@@ -11,12 +11,13 @@ saved experiment back; nothing else builds paths inside an experiment folder.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from sdm.config import ConfigError, ExperimentConfig, config_difference, load_co
 from sdm.data.datasets import ImageDataset
 from sdm.data.splits import Splits
 from sdm.engine import distributed
+from sdm.engine.tracking import FINISHED, ExperimentTracking, exit_status, require_trackers
 from sdm.scores import ModelSetScores, TestResults, read_results, results_file, write_results
 
 # Keys that may change between a run and its resumption without changing what is trained
@@ -34,7 +36,8 @@ RESUMABLE_KEYS = ("name", "experiments_root", "dataset.root", "dataset.use_cache
                   "dataset.check_images",
                   "training.folds", "training.device", "training.num_workers",
                   "training.eval_batch_size", "evaluation.", "sdm.shared_stem",
-                  "sdm.batched_passes")
+                  "sdm.batched_passes", "training.loggers", "training.mlflow_uri",
+                  "training.mlflow_experiment")
 
 
 def experiment_folder(config: ExperimentConfig) -> Path:
@@ -56,6 +59,7 @@ class ExperimentFolder:
         self._config = config
         self._data: tuple[ImageDataset, Splits] | None = None
         self.label: str | None = None
+        self.tracking: ExperimentTracking | None = None  # opened by ``prepare``
 
     @classmethod
     def of(cls, config: ExperimentConfig) -> ExperimentFolder:
@@ -141,36 +145,56 @@ class ExperimentFolder:
             self._data = build.load_experiment_dataset(self.config)
         return self._data
 
-    def prepare(self, allow_config_change: bool = False) -> None:
-        """Checks the whole experiment (warnings are issued) and creates or reopens its folder
-        (see ``prepare_experiment_folder``)."""
+    def prepare(self, allow_config_change: bool = False, parent_run: str | None = None) -> None:
+        """Checks the whole experiment (warnings are issued), creates or reopens its folder
+        (see ``prepare_experiment_folder``) and starts its tracking (``self.tracking``: the
+        experiment's MLflow run, nested in ``parent_run`` when given, is opened and gets what
+        the folder holds and it lacks; see ``sdm.engine.tracking``)."""
         from sdm.engine import preflight
 
+        require_trackers(self.config)
         dataset, splits = self.data()
         for message in preflight.check_experiment(self.config, dataset, splits):
             warnings.warn(message, stacklevel=3)
         prepare_experiment_folder(self.config, allow_config_change)
+        self.tracking = ExperimentTracking(self.path, self.config, parent_run)
+        self.tracking.start()
 
     def run(self, allow_config_change: bool = False,
             on_validation: Callable[[int, int, float], None] | None = None,
-            ) -> list[dict[str, Any]]:
+            parent_run: str | None = None) -> list[dict[str, Any]]:
         """Checks the whole experiment, then trains every fold in ``training.folds``; returns
         their summaries. ``on_validation(fold, epoch, val MAP@R)`` is called after each
         validation (see ``FoldTrainer``). Started by torchrun, all its processes train each
-        fold together (see ``distributed``)."""
+        fold together (see ``distributed``). ``parent_run``: the MLflow run (a tuning
+        study's) that this experiment's run is nested in."""
         from sdm.engine.fold import FoldTrainer
 
         if distributed.launched_by_torchrun():
-            return self._run_distributed(allow_config_change, on_validation)
-        self.prepare(allow_config_change)
+            return self._run_distributed(allow_config_change, on_validation, parent_run)
+        self.prepare(allow_config_change, parent_run)
         dataset, splits = self.data()
-        return [FoldTrainer(self.config, fold, self.fold(fold), dataset, splits,
-                            _for_fold(on_validation, fold)).run()
-                for fold in self.config.training.folds]
+        with self._tracked():
+            return [FoldTrainer(self.config, fold, self.fold(fold), dataset, splits,
+                                _for_fold(on_validation, fold), tracking=self.tracking).run()
+                    for fold in self.config.training.folds]
+
+    @contextlib.contextmanager
+    def _tracked(self) -> Iterator[None]:
+        """Ends the experiment's tracked run as the block ends (FINISHED, or KILLED / FAILED
+        when it raises)."""
+        try:
+            yield
+        except BaseException as error:
+            if self.tracking is not None:
+                self.tracking.end(exit_status(error))
+            raise
+        if self.tracking is not None:
+            self.tracking.end(FINISHED)
 
     def _run_distributed(self, allow_config_change: bool,
                          on_validation: Callable[[int, int, float], None] | None,
-                         ) -> list[dict[str, Any]]:
+                         parent_run: str | None = None) -> list[dict[str, Any]]:
         """``run`` in one process of a torchrun job: the main rank prepares the folder (any
         error there is raised on every rank), then all ranks train each fold together."""
         from sdm.engine.fold import FoldTrainer
@@ -181,7 +205,7 @@ class ExperimentFolder:
             error = None
             if context.is_main:
                 try:
-                    self.prepare(allow_config_change)
+                    self.prepare(allow_config_change, parent_run)
                 except Exception as raised:  # re-raised below, after the others have heard
                     error = f"{type(raised).__name__}: {raised}"
             error = distributed.broadcast_from_main(error)
@@ -191,20 +215,24 @@ class ExperimentFolder:
             dataset, splits = self.data()
             rank_config = copy.deepcopy(self.config)
             rank_config.training.device = str(device)
-            return [FoldTrainer(rank_config, fold, self.fold(fold), dataset, splits,
-                                _for_fold(on_validation, fold), context).run()
-                    for fold in self.config.training.folds]
+            with self._tracked():  # self.tracking: the main rank's only
+                return [FoldTrainer(rank_config, fold, self.fold(fold), dataset, splits,
+                                    _for_fold(on_validation, fold), context,
+                                    self.tracking).run()
+                        for fold in self.config.training.folds]
         finally:
             distributed.stop()
 
     def evaluate(self, modes: tuple[str, ...] = C.EVAL_MODES, pretrained: bool = True,
                  ) -> TestResults:
         """The best checkpoint of every trained fold (and epoch 0 when ``pretrained``) on the
-        test classes, written to ``<folder>/results/`` and returned."""
+        test classes, written to ``<folder>/results/`` and returned; the experiment's tracked
+        run then gets them (with whatever else of the folder it lacks) and ends FINISHED."""
         from sdm.engine import build
         from sdm.engine.evaluate import evaluate_models
 
         config = self.config
+        require_trackers(config)
         folds = self.trained_folds(config.training.folds)
         test_set = build.test_dataset(config, *self.data())
 
@@ -217,6 +245,9 @@ class ExperimentFolder:
             experiment=config.name, folds=folds, trained=scores(C.BEST_CHECKPOINT),
             pretrained=scores(C.PRETRAINED_CHECKPOINT) if pretrained else None)
         write_results(self.path / C.RESULTS_FOLDER, measured)
+        tracking = self.tracking or ExperimentTracking(self.path, config)
+        tracking.start()
+        tracking.end(FINISHED)
         return measured
 
     def evaluate_released_models(self, folder: str | Path,
@@ -250,6 +281,8 @@ def _accept_config(experiment: ExperimentFolder, config: ExperimentConfig, allow
     if not experiment.has_trained_step():
         for fold_folder in sorted(experiment.path.glob("fold_*")):
             shutil.rmtree(fold_folder)
+        # the new config gets a new tracked run (params cannot change in the old one)
+        (experiment.path / C.MLFLOW_RUN_FILE).unlink(missing_ok=True)
         print(f"{experiment.path} had not trained a step yet: starting it afresh with the "
               f"new config ({', '.join(changes)} changed)", file=sys.stderr)
         return

@@ -10,7 +10,6 @@ the same numbers as an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from sdm.engine.distributed import DistributedContext
 from sdm.engine.embeddings import evaluation_embeddings
 from sdm.engine.precision import prepare_model
 from sdm.engine.step import train_step
+from sdm.engine.tracking import ExperimentTracking, FoldTracking
 from sdm.errors import cause
 from sdm.metrics import retrieval_metrics
 from sdm.models.batchnorm import train_with_frozen_batchnorm
@@ -59,13 +59,20 @@ class FoldTrainer:
     Under torchrun (``context``) every rank trains its slice of each global batch (see
     ``distributed``); the main rank alone validates, writes checkpoints and records, and the
     others take its validation score, so all stop at the same epoch.
+
+    The main process records each validation, epoch loss and the fold's end with the
+    experiment's trackers (``tracking``, see ``sdm.engine.tracking``; without it, those of
+    ``training.loggers`` for the experiment folder above ``fold_dir``).
     """
 
     def __init__(self, config: ExperimentConfig, fold: int, fold_dir: str | Path,
                  dataset: ImageDataset, splits: Splits,
                  on_validation: Callable[[int, float], None] | None = None,
-                 context: DistributedContext | None = None):
+                 context: DistributedContext | None = None,
+                 tracking: ExperimentTracking | None = None):
         self.config = config
+        self.tracking = tracking
+        self.tracker = FoldTracking()  # the fold's trackers while it runs (``run``)
         self.on_validation = on_validation
         self.context = context
         self.is_main = context is None or context.is_main
@@ -184,8 +191,7 @@ class FoldTrainer:
         assert self.state.history is not None
         self.state.history.append(row)
         storage.write_csv(self.folder / C.METRICS_CSV, self.state.history)
-        for name in C.METRIC_NAMES:
-            self.writer.add_scalar(f"val/{name}", metrics[name], epoch)
+        self.tracker.validation(epoch, {name: metrics[name] for name in C.METRIC_NAMES})
         return metrics[C.MAP_AT_R]
 
     def _record_if_best(self, epoch: int, score: float) -> None:
@@ -227,8 +233,7 @@ class FoldTrainer:
                                miner=self.miner, precision=self.precision,
                                scaler=self.scaler, context=self.context)
             total, steps = total + value, steps + 1
-            self.writer.add_scalar("train/loss", value,
-                                   (epoch - 1) * training.iterations_per_epoch + steps)
+            self.tracker.train_loss((epoch - 1) * training.iterations_per_epoch + steps, value)
             bar.set_postfix(loss=f"{value:.4f}")
         return total / max(steps, 1)
 
@@ -237,16 +242,13 @@ class FoldTrainer:
         done = self.folder / C.FOLD_DONE_FILE
         if done.is_file():
             return storage.read_json(done)
-        from torch.utils.tensorboard import SummaryWriter
-
         if self.is_main:
             self.folder.mkdir(parents=True, exist_ok=True)
             storage.remove_partial_writes(self.folder)
-            self.writer = SummaryWriter(str(self.folder / C.TENSORBOARD_FOLDER))
-        else:
-            self.writer = _SilentWriter()
+            tracking = self.tracking or ExperimentTracking(self.folder.parent, self.config)
+            self.tracker = tracking.fold(self.fold, self.folder)
         start = time.time()
-        with contextlib.closing(self.writer):
+        with self.tracker:  # closed FINISHED once done.json is written, else KILLED / FAILED
             if not self._resume():
                 self._validate(-1, trunk_only=True)
                 score = self._validate(0)
@@ -255,11 +257,12 @@ class FoldTrainer:
                                             self._models_state())
                 self._validated(0, score)
             self._train_epochs()
-        summary = {"fold": self.fold, "best_epoch": self.state.best_epoch,
-                   "best_val_map_at_r": self.state.best_score, "last_epoch": self.state.epoch,
-                   "seconds_this_session": round(time.time() - start, 1)}
-        if self.is_main:
-            storage.write_json(done, summary)
+            summary = {"fold": self.fold, "best_epoch": self.state.best_epoch,
+                       "best_val_map_at_r": self.state.best_score,
+                       "last_epoch": self.state.epoch,
+                       "seconds_this_session": round(time.time() - start, 1)}
+            if self.is_main:
+                storage.write_json(done, summary)
         if self.context is not None:
             distributed.barrier()
         return summary
@@ -270,19 +273,9 @@ class FoldTrainer:
             epoch = self.state.epoch + 1
             mean_loss = self.train_one_epoch(epoch)
             self.state.epoch = epoch
-            self.writer.add_scalar("train/epoch_loss", mean_loss, epoch)
+            self.tracker.epoch_loss(epoch, mean_loss)
             is_last = epoch == training.max_epochs
             if epoch % training.save_interval == 0 or is_last:
                 self._validated(epoch, self._validate(epoch))
                 if epoch - self.state.best_epoch > training.patience:
                     break
-
-
-class _SilentWriter:
-    """Stands in for the TensorBoard writer on ranks that write no records."""
-
-    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

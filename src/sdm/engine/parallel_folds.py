@@ -7,7 +7,9 @@ that trains one fold through ``FoldTrainer`` with ``training.device`` set to its
 fold resumes from its latest checkpoint exactly as in sequential training; its stdout and
 stderr are appended to ``fold_<k>/train.log``. A fold finished before is not started again. A
 fold that fails (its training raises, or its process dies) does not stop the others: the
-results say which folds failed and why, and the caller decides what that means.
+results say which folds failed and why, and the caller decides what that means. Tracking
+(``training.loggers``): the parent opens the experiment's run (``ExperimentFolder.prepare``) and
+ends it; each worker logs its fold's nested run.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 from sdm import constants as C
 from sdm import storage
 from sdm.config import ExperimentConfig
-from sdm.engine import build
+from sdm.engine import build, tracking
 from sdm.engine.experiment import ExperimentFolder
 from sdm.engine.fold import FoldTrainer
 from sdm.errors import UserInputError
@@ -113,6 +115,9 @@ def run_folds_in_parallel(config: ExperimentConfig, devices: Sequence[str],
     pending = deque(fold for fold in folds if results[fold] is None)
     results.update(_run_workers(config, folder, pending, list(devices)))
     ordered = [results[fold] for fold in folds]
+    if experiment.tracking is not None:  # each worker tracks its fold in a nested run
+        failed = any(result["status"] == FAILED for result in ordered)
+        experiment.tracking.end(tracking.FAILED if failed else tracking.FINISHED)
     print(summary_table(ordered), flush=True)
     return ordered
 

@@ -33,7 +33,7 @@ def check_experiment(config: ExperimentConfig, dataset: ImageDataset, splits: Sp
     _check_retrievable(dataset, splits.test, "the test")
     _check_loss(config, len(splits.folds[config.training.folds[0]].train))
     find_pretrained_weights(config.model.trunk, config.model.pretrained,
-                            config.model.weights_path)
+                            config.model.weights_path, config.model.allow_download)
     _check_precision(config)
     check_image_files(config, dataset, splits)
     return warnings

@@ -6,7 +6,8 @@ feature dropout can sit (``perturb_at``). The first point, ``stem``, is the pape
 first convolution's output, before its normalization); the last, ``pooled``, is the pooled
 feature vector before the embedder. ``prefix`` runs the stages up to the point, ``suffix`` the
 feature dropout and the stages after it, so that SDM's T passes can run the prefix once
-(``EmbeddingModel.perturbed_passes``).
+(``EmbeddingModel.perturbed_passes``). A trunk whose stem cannot be told apart (a timm model
+of a family without its own stages) may start with another point; ``pooled`` is always last.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ class Stage(NamedTuple):
 
 class FeatureDropout(nn.Module):
     """SDM's trunk perturbation at rate ``p``: channel dropout (``F.dropout2d``, whole maps
-    zeroed) on (B, C, H, W) inputs, plain dropout on (B, C) vectors; survivors are scaled by
-    1 / (1 - p). The identity in eval mode or at p = 0. No parameters, no buffers."""
+    zeroed) on (B, C, H, W) inputs, token dropout on (B, N, C) token sequences (``F.dropout1d``
+    over the token axis: each of an image's N tokens is zeroed whole, all C features together,
+    with probability p — the analogue of channel dropout for transformers), plain dropout on
+    (B, C) vectors; survivors are scaled by 1 / (1 - p). The identity in eval mode or at p = 0.
+    No parameters, no buffers."""
 
     def __init__(self, p: float = 0.0):
         super().__init__()
@@ -45,6 +49,8 @@ class FeatureDropout(nn.Module):
             return x
         if x.dim() == 4:
             return F.dropout2d(x, self.p, True)
+        if x.dim() == 3:
+            return F.dropout1d(x, self.p, True)
         return F.dropout(x, self.p, True)
 
     def extra_repr(self) -> str:
@@ -63,8 +69,14 @@ class StagedTrunk:
     perturb_at: str
 
     def stages(self) -> list[Stage]:
-        """The trunk's stages in order; names are unique and the first is ``stem``."""
+        """The trunk's stages in order; names are unique, the first is ``stem`` (the paper's
+        place) when the trunk has one and the last is ``pooled``."""
         raise NotImplementedError
+
+    def perturb(self, x: torch.Tensor) -> torch.Tensor:
+        """The perturbation at ``perturb_at``: ``feature_dropout(x)``; a trunk may keep part
+        of ``x`` out of it (a ViT's class token)."""
+        return self.feature_dropout(x)
 
     def points(self) -> list[str]:
         """Where the feature dropout can sit: the name of every stage, in order."""
@@ -85,8 +97,8 @@ class StagedTrunk:
         return x
 
     def suffix(self, x: torch.Tensor) -> torch.Tensor:
-        """The feature dropout, then the stages after ``perturb_at``."""
-        x = self.feature_dropout(x)
+        """The feature dropout (``perturb``), then the stages after ``perturb_at``."""
+        x = self.perturb(x)
         for stage in self.stages()[self._split():]:
             x = stage.run(x)
         return x

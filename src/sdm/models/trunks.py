@@ -1,7 +1,10 @@
 """Trunks by name: the feature extractor, its output size and the input pipeline it expects.
 
-Pretrained weights are read from local files only, never downloaded: ``weights_path`` when
-given, otherwise the file's usual place (the torch hub cache, or the package that ships it).
+The built-in trunks (``TRUNK_NAMES``) and any timm model as ``timm/<model name>``
+(``sdm.models.timm_trunk``). Pretrained weights are read from local files only, never
+downloaded: ``weights_path`` when given, otherwise the file's usual place (the torch hub cache,
+timm's caches, or the package that ships it); only a timm trunk with ``allow_download`` may
+download its weights.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from torchvision.models.resnet import Bottleneck, ResNet
 
 from sdm.constants import BNINCEPTION_INPUT, CROP, GLYPH_INPUT, IMAGENET_INPUT, RESIZE
 from sdm.errors import UserInputError, cause
-from sdm.models import bn_inception, efficientnet_lite
+from sdm.models import bn_inception, efficientnet_lite, timm_trunk
 from sdm.models.small_cnn import SmallCNN
 from sdm.models.stages import (
     POOLED,
@@ -35,7 +38,16 @@ BNINCEPTION = "bninception"
 RESNET50 = "resnet50"
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
 SMALL_CNN = "small_cnn"
-TRUNK_NAMES = (BNINCEPTION, RESNET50, EFFICIENTNET_LITE0, SMALL_CNN)
+
+
+TRUNK_NAMES = (BNINCEPTION, RESNET50, EFFICIENTNET_LITE0, SMALL_CNN)  # the built-in trunks
+TIMM_TRUNKS = "timm/<model name>"
+
+
+def is_trunk_name(name: str) -> bool:
+    """Whether ``name`` has the form of a trunk: a built-in one, or ``timm/<model name>``
+    (whose model name ``check_trunk_name`` checks against timm)."""
+    return name in TRUNK_NAMES or timm_trunk.is_timm_trunk(name)
 
 BNINCEPTION_WEIGHTS_FILE = "bn_inception-52deb4733.pth"
 BNINCEPTION_WEIGHTS_URL = "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth"
@@ -84,8 +96,10 @@ class ResNet50Trunk(StagedTrunk, ResNet):
 
 
 def build_trunk(name: str, *, pretrained: bool | str = True, weights_path: str | None = None,
-                feature_dropout: float = 0.0, perturb_at: str = STEM) -> Trunk:
-    """Build trunk ``name`` (one of ``TRUNK_NAMES``) without its classifier.
+                feature_dropout: float = 0.0, perturb_at: str = STEM,
+                allow_download: bool = False, image_size: int | None = None) -> Trunk:
+    """Build trunk ``name`` (one of ``TRUNK_NAMES``, or ``timm/<model name>``) without its
+    classifier.
 
     ``pretrained``: True or "imagenet" loads ImageNet weights (strictly; a classifier in the
     file is dropped), False keeps the random initialization. ``small_cnn`` has no pretrained
@@ -94,12 +108,23 @@ def build_trunk(name: str, *, pretrained: bool | str = True, weights_path: str |
     stage ``perturb_at`` (one of ``perturbation_points(name)``; ``stem``, the paper's place,
     by default). Raises FileNotFoundError, naming every place looked at, when a weights file
     is missing, and ValueError, listing the trunk's points, for an unknown ``perturb_at``.
+
+    A timm trunk loads ``weights_path`` or timm's cached weights of the model (its pretrained
+    tag's), strictly; ``allow_download`` lets timm download them when neither exists.
+    ``image_size`` is the square input side, which a timm model built for one input size (a
+    ViT) is built for; the other trunks ignore it and ``allow_download``.
     """
-    if name not in TRUNK_NAMES:
-        raise ValueError(f"unknown trunk {name!r}; expected one of {', '.join(TRUNK_NAMES)}")
+    check_trunk_name(name)
     if pretrained not in (True, False, IMAGENET):
         raise ValueError(f"pretrained must be True, False or {IMAGENET!r}, got {pretrained!r}")
     check_rate(feature_dropout)
+    if timm_trunk.is_timm_trunk(name):
+        path = find_pretrained_weights(name, pretrained, weights_path, allow_download)
+        module = timm_trunk.TimmTrunk(name, feature_dropout, perturb_at, image_size)
+        _check_point(name, module)
+        if pretrained is not False:
+            timm_trunk.load_pretrained_weights(module, path)
+        return Trunk(module, module.output_dim, timm_trunk.input_convention(name))
     if name == SMALL_CNN:
         small = SmallCNN(in_channels=1, feature_dropout=feature_dropout, perturb_at=perturb_at)
         _check_point(name, small)
@@ -114,33 +139,55 @@ def build_trunk(name: str, *, pretrained: bool | str = True, weights_path: str |
 
 
 def find_pretrained_weights(name: str, pretrained: bool | str = True,
-                            weights_path: str | None = None) -> Path | None:
-    """The weights file ``build_trunk`` would load (None when it loads none), without building
-    the trunk; FileNotFoundError naming every place looked at when it is missing."""
+                            weights_path: str | None = None,
+                            allow_download: bool = False) -> Path | None:
+    """The weights file ``build_trunk`` would load (None when it loads none, or when a timm
+    trunk's are to be downloaded), without building the trunk; FileNotFoundError naming every
+    place looked at when it is missing."""
     if name == SMALL_CNN or pretrained is False:
         return None
+    if timm_trunk.is_timm_trunk(name):
+        return timm_trunk.find_weights(name, weights_path, allow_download)
     if name not in _PRETRAINABLE:
-        raise ValueError(f"unknown trunk {name!r}; expected one of {', '.join(TRUNK_NAMES)}")
+        raise ValueError(_unknown(name))
     return _PRETRAINABLE[name].find_weights(weights_path)
+
+
+def check_trunk_name(name: str) -> None:
+    """ValueError (a UserInputError for a timm model timm does not know) unless ``name`` is a
+    built-in trunk or ``timm/<a timm model name>``."""
+    if timm_trunk.is_timm_trunk(name):
+        timm_trunk.model_name(name)
+    elif name not in TRUNK_NAMES:
+        raise ValueError(_unknown(name))
+
+
+def _unknown(name: str) -> str:
+    return f"unknown trunk {name!r}; expected one of {', '.join(TRUNK_NAMES)} or {TIMM_TRUNKS}"
 
 
 def default_image_size(name: str) -> tuple[int, int] | None:
     """(resize, crop) in pixels that trunk ``name`` is used with unless the config says
-    otherwise; None for ``small_cnn``, which takes images at their own size."""
+    otherwise; None for ``small_cnn``, which takes images at their own size. A timm trunk's
+    come from its ``pretrained_cfg``: crop = its input size, resize = crop / crop_pct."""
     if name == SMALL_CNN:
         return None
+    if timm_trunk.is_timm_trunk(name):
+        return timm_trunk.default_image_size(name)
     if name not in _PRETRAINABLE:
-        raise ValueError(f"unknown trunk {name!r}; expected one of {', '.join(TRUNK_NAMES)}")
+        raise ValueError(_unknown(name))
     return _PRETRAINABLE[name].image_size
 
 
 def perturbation_points(name: str, side: int | None = None) -> list[tuple[str, tuple]]:
     """``[(point, feature shape of one image there), ...]`` of trunk ``name`` in order, for
     square inputs of ``side`` pixels (default: the trunk's crop; 32 for ``small_cnn``)."""
-    if name not in TRUNK_NAMES:
-        raise ValueError(f"unknown trunk {name!r}; expected one of {', '.join(TRUNK_NAMES)}")
+    check_trunk_name(name)
     with torch.device("meta"):
-        if name == SMALL_CNN:
+        if timm_trunk.is_timm_trunk(name):
+            side = side or timm_trunk.default_image_size(name)[1]
+            module, channels = timm_trunk.TimmTrunk(name, image_size=side), 3
+        elif name == SMALL_CNN:
             module, channels, side = SmallCNN(in_channels=1), 1, side or 32
         else:
             module, channels = _PRETRAINABLE[name].model_class(), 3
@@ -151,6 +198,10 @@ def perturbation_points(name: str, side: int | None = None) -> list[tuple[str, t
 @functools.cache
 def perturbation_point_names(name: str) -> tuple[str, ...]:
     """The names of trunk ``name``'s perturbation points, first to last."""
+    if timm_trunk.is_timm_trunk(name):  # built on the meta device: no weights, no forward
+        check_trunk_name(name)
+        with torch.device("meta"):
+            return tuple(timm_trunk.TimmTrunk(name).points())
     return tuple(point for point, _ in perturbation_points(name))
 
 
@@ -269,9 +320,12 @@ _PRETRAINABLE = {
 
 
 def input_convention(name: str) -> str:
-    """The input pipeline trunk ``name`` expects, without building the trunk."""
+    """The input pipeline trunk ``name`` expects, without building the trunk (a timm trunk's
+    is an ``rgb_input`` string with its mean, std and interpolation)."""
     if name == SMALL_CNN:
         return GLYPH_INPUT
+    if timm_trunk.is_timm_trunk(name):
+        return timm_trunk.input_convention(name)
     if name not in _PRETRAINABLE:
-        raise ValueError(f"unknown trunk {name!r}; expected one of {', '.join(TRUNK_NAMES)}")
+        raise ValueError(_unknown(name))
     return _PRETRAINABLE[name].input_convention

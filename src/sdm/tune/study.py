@@ -13,6 +13,10 @@ should reach: a rerun runs only what is missing.
 After the search the study folder holds ``best.yaml`` (the best trial's complete config, named
 ``<study>_best``, ready for ``sdm train``), ``trials.csv``, plots, and the best trial is
 evaluated on the test classes (never used for selection) so that ``sdm report`` can show it.
+
+With mlflow in ``training.loggers`` the study is one MLflow run (named after it) and each
+trial's experiment run is nested in it, with its parameters (config keys among the run's
+params), its ``objective`` and state (see ``sdm.engine.tracking.StudyTracking``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from optuna.trial import TrialState
 from sdm import constants as C
 from sdm import storage
 from sdm.config import ConfigError, ExperimentConfig, load_config, override, to_yaml
+from sdm.engine.tracking import FINISHED as TRACKED_FINISHED
+from sdm.engine.tracking import StudyTracking, exit_status
 from sdm.tune.space import load_space
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -96,6 +102,7 @@ def run_tune(request: TuneRequest) -> dict[str, Any]:
         raise ConfigError(f"the space tunes {', '.join(tuned_sdm)} but the config has SDM off; "
                           "add sdm.enabled=true (or use the space without SDM)")
     name, folder = study_folder(request)
+    tracking = StudyTracking(folder, name, load_config(request.config_files, request.overrides))
     folder.mkdir(parents=True, exist_ok=True)
     url = storage_url(request, folder)
     study = _load_study(request, name, url, worker=0)
@@ -103,11 +110,18 @@ def run_tune(request: TuneRequest) -> dict[str, Any]:
     missing = request.trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     shares = [missing // request.workers + (i < missing % request.workers)
               for i in range(request.workers)]
-    if missing > 0 and request.workers == 1:
-        run_worker(request, name, url, 0, shares[0])
-    elif missing > 0:
-        _run_workers(request, name, url, shares)
-    return write_study_results(request, name, folder, _load_study(request, name, url, 0))
+    tracking.start(asdict(request))
+    try:
+        if missing > 0 and request.workers == 1:
+            run_worker(request, name, url, 0, shares[0])
+        elif missing > 0:
+            _run_workers(request, name, url, shares)
+        summary = write_study_results(request, name, folder, _load_study(request, name, url, 0))
+    except BaseException as error:
+        tracking.end(exit_status(error))
+        raise
+    tracking.end(TRACKED_FINISHED, summary)
+    return summary
 
 
 def run_worker(request: TuneRequest, name: str, url: str, worker: int, trials: int) -> None:
@@ -119,8 +133,10 @@ def run_worker(request: TuneRequest, name: str, url: str, worker: int, trials: i
     study = _load_study(request, name, url, worker)
     space = load_space(request.spaces, request.config_files, request.overrides)
     _, folder = study_folder(request)
-    study.optimize(lambda trial: _objective(trial, request, space, folder), n_trials=trials,
-                   gc_after_trial=True)
+    tracking = StudyTracking(folder, name, load_config(request.config_files, request.overrides),
+                             create=False)
+    study.optimize(lambda trial: _objective(trial, request, space, folder, tracking),
+                   n_trials=trials, gc_after_trial=True)
 
 
 def _run_workers(request: TuneRequest, name: str, url: str, shares: list[int]) -> None:
@@ -181,11 +197,13 @@ def trial_config(request: TuneRequest, folder: Path, number: int,
 
 
 def _objective(trial: optuna.Trial, request: TuneRequest, space: dict[str, BaseDistribution],
-               folder: Path) -> float:
+               folder: Path, tracking: StudyTracking) -> float:
     from sdm.engine.experiment import ExperimentFolder
 
     params = {key: suggest(trial, key, dist) for key, dist in space.items()}
     config = trial_config(request, folder, trial.number, params)
+    if tracking.on and config.training.mlflow_uri is None:  # the study's store, not the folder's
+        config.training.mlflow_uri = tracking.uri
     fold_order = list(config.training.folds)
 
     def report(fold: int, epoch: int, score: float) -> None:
@@ -195,8 +213,19 @@ def _objective(trial: optuna.Trial, request: TuneRequest, space: dict[str, BaseD
                                {"fold": fold, "epoch": epoch, "val_map_at_r": score})
             raise optuna.TrialPruned(f"pruned at fold {fold}, epoch {epoch}")
 
-    summaries = ExperimentFolder.of(config).run(on_validation=report)
-    return statistics.fmean(summary["best_val_map_at_r"] for summary in summaries)
+    trial_folder = folder / config.name
+    try:
+        summaries = ExperimentFolder.of(config).run(on_validation=report,
+                                                    parent_run=tracking.run_id())
+    except optuna.TrialPruned:
+        tracking.trial_finished(trial.number, TrialState.PRUNED.name, None, trial_folder)
+        raise
+    except Exception:
+        tracking.trial_finished(trial.number, TrialState.FAIL.name, None, trial_folder)
+        raise
+    value = statistics.fmean(summary["best_val_map_at_r"] for summary in summaries)
+    tracking.trial_finished(trial.number, TrialState.COMPLETE.name, value, trial_folder)
+    return value
 
 
 # ----- after the search --------------------------------------------------------------------
