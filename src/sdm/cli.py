@@ -115,7 +115,7 @@ def _report(args: argparse.Namespace) -> int:
         from sdm.inference.picture import draw_test_set_picture
 
         for folder in args.experiments:
-            experiment = ExperimentFolder(folder)
+            experiment = ExperimentFolder.open(folder)
             picture = draw_test_set_picture(
                 experiment, path.parent / f"retrieval_{experiment.config.name}.png")
             print(f"retrieval picture: {picture}")
