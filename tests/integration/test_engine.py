@@ -18,6 +18,7 @@ from sdm.engine.experiment import ExperimentFolder
 from sdm.engine.fold import FoldTrainer
 from sdm.metrics import retrieval_metrics
 from sdm.scores import read_results
+from training_helpers import interrupted_at_epoch
 
 LOSS_PARAMS = {
     "contrastive": "{pos_margin: 0.0, neg_margin: 0.5}",
@@ -75,25 +76,15 @@ def test_rerun_skips_finished_folds(tiny_config):
     assert first == second
 
 
-def test_interrupted_fold_resumes_to_identical_numbers(tiny_config, load, tmp_path,
-                                                         monkeypatch):
+def test_interrupted_fold_resumes_to_identical_numbers(tiny_config, load, tmp_path):
     dataset, splits = load()
     extra = ("training.max_epochs=3", "sdm.enabled=true", "loss.name=margin")
     config = tiny_config("straight", *extra)
     FoldTrainer(config, 0, tmp_path / "straight" / "fold_0", dataset, splits).run()
 
     config = tiny_config("interrupted", *extra)
-    original = FoldTrainer.train_one_epoch
-
-    def stop_at_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(FoldTrainer, "train_one_epoch", stop_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_epoch(2), pytest.raises(KeyboardInterrupt):
         FoldTrainer(config, 0, tmp_path / "interrupted" / "fold_0", dataset, splits).run()
-    monkeypatch.setattr(FoldTrainer, "train_one_epoch", original)
     FoldTrainer(config, 0, tmp_path / "interrupted" / "fold_0", dataset, splits).run()
 
     straight = storage.read_csv(tmp_path / "straight" / "fold_0" / C.METRICS_CSV)

@@ -22,6 +22,7 @@ from sdm.engine.tracking import (
     flat_params,
     result_metrics,
 )
+from training_helpers import interrupted_at_epoch
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -135,22 +136,13 @@ def test_a_resumed_experiment_continues_its_runs(mlflow_server, tiny_config,  # 
     client = MlflowClient(mlflow_server.url)
     config = tracked(tiny_config, "resumed", mlflow_server.url, "training.folds=[0]",
                      "training.max_epochs=3")
-    original = FoldTrainer.train_one_epoch
-
-    def stop_at_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(FoldTrainer, "train_one_epoch", stop_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_epoch(2), pytest.raises(KeyboardInterrupt):
         run_recording(ExperimentFolder.of(config))
     parent = top_run(client, "resumed")
     fold_run = children(client, parent)["fold_0"]
     assert parent.info.status == "KILLED" and fold_run.info.status == "KILLED"
     assert [step for step, _ in history(client, fold_run.info.run_id)] == [-1, 0, 1]
 
-    monkeypatch.setattr(FoldTrainer, "train_one_epoch", original)
     _, warned = run_recording(ExperimentFolder.of(config))
     assert warned == []
     again = top_run(client, "resumed")

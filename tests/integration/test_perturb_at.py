@@ -17,9 +17,9 @@ from sdm.engine.build import build_fold_loss, build_model, build_optimizers
 from sdm.engine.distributed import DistributedContext, GlobalBatchFeatureDropout
 from sdm.engine.step import train_step
 from sdm.models.batchnorm import train_with_frozen_batchnorm
-from sdm.models.embedding_model import EmbeddingModel
 from sdm.models.stages import FeatureDropout, is_staged
 from sdm.models.trunks import build_trunk, perturbation_points
+from training_helpers import passes_and_gradients, random_batchnorm_model
 
 # Input shapes small enough for a quick test; 35 px is a side BN-Inception accepts.
 TRUNK_INPUTS = {"small_cnn": (2, 1, 32, 32), "efficientnet_lite0": (2, 3, 32, 32),
@@ -29,31 +29,6 @@ POINTS = [(name, point) for name in sorted(TRUNK_INPUTS)
 PASSES = 3
 
 
-def _model(trunk_name: str, point: str = "stem", rate: float = 0.2) -> EmbeddingModel:
-    """A float64 model with frozen BatchNorm whose statistics and affine weights are random
-    (the initial ones make near-constant outputs)."""
-    torch.manual_seed(0)
-    trunk = build_trunk(trunk_name, pretrained=False, feature_dropout=rate, perturb_at=point)
-    model = EmbeddingModel(trunk.module, torch.nn.Linear(trunk.output_dim, 8)).double()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0, 0.1)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.normal_(0, 0.1)
-    train_with_frozen_batchnorm(model)
-    return model
-
-
-def _passes_and_gradients(model, images, batched, shared):
-    torch.manual_seed(1)
-    model.zero_grad()
-    embeddings = model.perturbed_passes(images, PASSES, batched, shared)
-    (embeddings / embeddings.detach().abs().max()).square().sum().backward()
-    gradients = {name: p.grad.clone() for name, p in model.named_parameters()}
-    return embeddings.detach(), gradients
-
-
 def _largest_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) / (float(b.abs().max()) or 1.0)
 
@@ -61,7 +36,7 @@ def _largest_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("trunk_name", sorted(TRUNK_INPUTS))
 def test_every_split_composes_the_same_trunk(one_thread, trunk_name):
     images = torch.randn(*TRUNK_INPUTS[trunk_name], dtype=torch.float64)
-    model = _model(trunk_name).eval()
+    model = random_batchnorm_model(trunk_name).eval()
     with torch.no_grad():
         reference = model.trunk(images)
         for point, _ in perturbation_points(trunk_name):
@@ -71,12 +46,12 @@ def test_every_split_composes_the_same_trunk(one_thread, trunk_name):
 
 @pytest.mark.parametrize(("trunk_name", "point"), POINTS)
 def test_prefix_run_once_gives_the_passes_of_the_whole_trunk(one_thread, trunk_name, point):
-    model = _model(trunk_name, point)
+    model = random_batchnorm_model(trunk_name, point)
     assert is_staged(model.trunk)
     images = torch.randn(*TRUNK_INPUTS[trunk_name], dtype=torch.float64)
     for batched in (False, True):
-        shared, shared_gradients = _passes_and_gradients(model, images, batched, True)
-        whole, whole_gradients = _passes_and_gradients(model, images, batched, False)
+        shared, shared_gradients = passes_and_gradients(model, images, PASSES, batched, True)
+        whole, whole_gradients = passes_and_gradients(model, images, PASSES, batched, False)
         assert shared.shape == (PASSES, 2, 8)
         assert not torch.equal(shared[0], shared[1]), "feature dropout must perturb each pass"
         if batched:
@@ -90,7 +65,7 @@ def test_prefix_run_once_gives_the_passes_of_the_whole_trunk(one_thread, trunk_n
 def test_the_point_decides_which_layers_see_the_masks(one_thread):
     """With the dropout at ``pooled`` the passes differ only after the trunk's last map: the
     pooled features of all passes are those of the unperturbed trunk, masked elementwise."""
-    model = _model("small_cnn", "pooled", rate=0.5)
+    model = random_batchnorm_model("small_cnn", "pooled", rate=0.5)
     images = torch.randn(2, 1, 32, 32, dtype=torch.float64)
     seen = []
     model.embedder.register_forward_hook(lambda module, args, output: seen.append(args[0]))

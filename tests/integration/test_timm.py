@@ -26,8 +26,6 @@ from sdm.errors import UserInputError  # noqa: E402
 from sdm.inference import embed, load_model  # noqa: E402
 from sdm.inference.commands import register  # noqa: E402
 from sdm.inference.export import PARITY_TOLERANCE, export_model  # noqa: E402
-from sdm.models.batchnorm import train_with_frozen_batchnorm  # noqa: E402
-from sdm.models.embedding_model import EmbeddingModel  # noqa: E402
 from sdm.models.stages import FeatureDropout, is_staged  # noqa: E402
 from sdm.models.trunks import (  # noqa: E402
     build_trunk,
@@ -36,6 +34,7 @@ from sdm.models.trunks import (  # noqa: E402
     perturbation_point_names,
     perturbation_points,
 )
+from training_helpers import passes_and_gradients, random_batchnorm_model  # noqa: E402
 
 SIDE = 32  # input side of every model here; the ViT is built for it (img_size=32: 2x2 patches)
 RESNET, CONVNEXT, VIT = "timm/resnet18", "timm/convnext_atto", "timm/vit_tiny_patch16_224"
@@ -47,32 +46,6 @@ POINTS += [(GENERIC, point) for point in ("features", "pooled")]
 PASSES = 3
 
 
-def _model(trunk_name: str, point: str, rate: float = 0.2) -> EmbeddingModel:
-    """A float64 model with frozen BatchNorm whose statistics and affine weights are random."""
-    torch.manual_seed(0)
-    trunk = build_trunk(trunk_name, pretrained=False, feature_dropout=rate, perturb_at=point,
-                        image_size=SIDE)
-    model = EmbeddingModel(trunk.module, torch.nn.Linear(trunk.output_dim, 8)).double()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0, 0.1)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.normal_(0, 0.1)
-    train_with_frozen_batchnorm(model)
-    return model
-
-
-def _passes_and_gradients(model, images, batched, shared):
-    torch.manual_seed(1)
-    model.zero_grad()
-    embeddings = model.perturbed_passes(images, PASSES, batched, shared)
-    (embeddings / embeddings.detach().abs().max()).square().sum().backward()
-    gradients = {name: p.grad.clone() for name, p in model.named_parameters()
-                 if p.grad is not None}
-    return embeddings.detach(), gradients
-
-
 def _largest_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) / (float(b.abs().max()) or 1.0)
 
@@ -82,7 +55,7 @@ def _largest_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("name", [RESNET, CONVNEXT, VIT, EFFICIENTNET, GENERIC])
 def test_every_split_composes_timms_own_forward(name):
-    model = _model(name, "pooled").eval()
+    model = random_batchnorm_model(name, "pooled", image_size=SIDE).eval()
     images = torch.randn(2, 3, SIDE, SIDE, dtype=torch.float64)
     with torch.no_grad():
         reference = model.trunk.model(images)  # timm: forward_features, forward_head
@@ -96,12 +69,13 @@ def test_every_split_composes_timms_own_forward(name):
 @pytest.mark.parametrize(("trunk_name", "point"), POINTS)
 def test_prefix_run_once_gives_the_passes_of_the_whole_trunk(trunk_name, point):
     # a ViT at 32 px has 4 patch tokens an image: a higher rate so that every pass drops some
-    model = _model(trunk_name, point, rate=0.5 if trunk_name == VIT else 0.2)
+    model = random_batchnorm_model(trunk_name, point, rate=0.5 if trunk_name == VIT else 0.2,
+                                   image_size=SIDE)
     assert is_staged(model.trunk)
     images = torch.randn(2, 3, SIDE, SIDE, dtype=torch.float64)
     for batched in (False, True):
-        shared, shared_gradients = _passes_and_gradients(model, images, batched, True)
-        whole, whole_gradients = _passes_and_gradients(model, images, batched, False)
+        shared, shared_gradients = passes_and_gradients(model, images, PASSES, batched, True)
+        whole, whole_gradients = passes_and_gradients(model, images, PASSES, batched, False)
         assert shared.shape == (PASSES, 2, 8)
         assert not torch.equal(shared[0], shared[1]), "feature dropout must perturb each pass"
         if batched:
@@ -136,7 +110,7 @@ def test_points_and_shapes():
 
 
 def test_token_dropout_zeroes_whole_patch_tokens_and_keeps_the_class_token():
-    model = _model(VIT, "blocks.5", rate=0.5)
+    model = random_batchnorm_model(VIT, "blocks.5", rate=0.5, image_size=SIDE)
     trunk = model.trunk
     tokens = torch.randn(6, 5, 192, dtype=torch.float64)
     torch.manual_seed(3)
@@ -163,7 +137,7 @@ def test_token_dropout_of_ranks_together_is_that_of_one_process():
 
 
 def test_batchnorm_is_frozen_and_the_input_convention_is_the_models():
-    model = _model(EFFICIENTNET, "stem")
+    model = random_batchnorm_model(EFFICIENTNET, "stem", image_size=SIDE)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and not any(m.training for m in norms) and model.trunk.feature_dropout.training
     assert default_image_size(VIT) == (248, 224)  # crop_pct 0.9

@@ -1,0 +1,64 @@
+"""Helpers shared by the tests that train or differentiate real models."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from sdm.engine.fold import FoldTrainer
+from sdm.models.batchnorm import train_with_frozen_batchnorm
+from sdm.models.embedding_model import EmbeddingModel
+from sdm.models.trunks import build_trunk
+
+
+def random_batchnorm_model(trunk_name: str, point: str = "stem", rate: float = 0.2,
+                           image_size: int | None = None) -> EmbeddingModel:
+    """A float64 trunk + 8-d linear embedder with the feature dropout at ``point`` and frozen
+    BatchNorm whose statistics and affine weights are random (the initial ones make
+    near-constant outputs); seeded, so equal arguments give equal models."""
+    torch.manual_seed(0)
+    trunk = build_trunk(trunk_name, pretrained=False, feature_dropout=rate, perturb_at=point,
+                        image_size=image_size)
+    model = EmbeddingModel(trunk.module, torch.nn.Linear(trunk.output_dim, 8)).double()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.normal_(0, 0.1)
+    train_with_frozen_batchnorm(model)
+    return model
+
+
+def passes_and_gradients(model: EmbeddingModel, images: torch.Tensor, passes: int,
+                         batched: bool, shared: bool,
+                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The T perturbed passes' embeddings (the dropout masks drawn from seed 1) and the
+    gradients of a fixed function of them, by parameter name (those that get one)."""
+    torch.manual_seed(1)
+    model.zero_grad()
+    embeddings = model.perturbed_passes(images, passes, batched, shared)
+    (embeddings / embeddings.detach().abs().max()).square().sum().backward()
+    gradients = {name: p.grad.clone() for name, p in model.named_parameters()
+                 if p.grad is not None}
+    return embeddings.detach(), gradients
+
+
+@contextlib.contextmanager
+def interrupted_at_epoch(epoch: int) -> Iterator[None]:
+    """Within the block, ``FoldTrainer`` raises KeyboardInterrupt when it starts training
+    ``epoch``, as a Ctrl-C there would; restored on leaving it."""
+    original = FoldTrainer.train_one_epoch
+
+    def stop(self, current: int):
+        if current == epoch:
+            raise KeyboardInterrupt
+        return original(self, current)
+
+    FoldTrainer.train_one_epoch = stop
+    try:
+        yield
+    finally:
+        FoldTrainer.train_one_epoch = original
