@@ -19,7 +19,11 @@ from sdm.engine.step import train_step
 from sdm.models.batchnorm import train_with_frozen_batchnorm
 from sdm.models.stages import FeatureDropout, is_staged
 from sdm.models.trunks import build_trunk, perturbation_points
-from training_helpers import passes_and_gradients, random_batchnorm_model
+from training_helpers import (
+    assert_prefix_once_equals_whole_trunk,
+    largest_difference,
+    random_batchnorm_model,
+)
 
 # Input shapes small enough for a quick test; 35 px is a side BN-Inception accepts.
 TRUNK_INPUTS = {"small_cnn": (2, 1, 32, 32), "efficientnet_lite0": (2, 3, 32, 32),
@@ -27,10 +31,6 @@ TRUNK_INPUTS = {"small_cnn": (2, 1, 32, 32), "efficientnet_lite0": (2, 3, 32, 32
 POINTS = [(name, point) for name in sorted(TRUNK_INPUTS)
           for point, _ in perturbation_points(name)]
 PASSES = 3
-
-
-def _largest_difference(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max()) / (float(b.abs().max()) or 1.0)
 
 
 @pytest.mark.parametrize("trunk_name", sorted(TRUNK_INPUTS))
@@ -49,17 +49,7 @@ def test_prefix_run_once_gives_the_passes_of_the_whole_trunk(one_thread, trunk_n
     model = random_batchnorm_model(trunk_name, point)
     assert is_staged(model.trunk)
     images = torch.randn(*TRUNK_INPUTS[trunk_name], dtype=torch.float64)
-    for batched in (False, True):
-        shared, shared_gradients = passes_and_gradients(model, images, PASSES, batched, True)
-        whole, whole_gradients = passes_and_gradients(model, images, PASSES, batched, False)
-        assert shared.shape == (PASSES, 2, 8)
-        assert not torch.equal(shared[0], shared[1]), "feature dropout must perturb each pass"
-        if batched:
-            assert _largest_difference(shared, whole) <= 1e-12
-        else:
-            assert torch.equal(shared, whole)
-        for name, expected in whole_gradients.items():
-            assert _largest_difference(shared_gradients[name], expected) <= 1e-10, name
+    assert_prefix_once_equals_whole_trunk(model, images, PASSES)
 
 
 def test_the_point_decides_which_layers_see_the_masks(one_thread):
@@ -151,7 +141,7 @@ def test_training_step_with_the_prefix_run_once_matches(one_thread, tiny_config,
         results[shared] = value, {name: p.grad for name, p in copy_.named_parameters()}
     assert results[True][0] == pytest.approx(results[False][0], rel=1e-6)
     for name, expected in results[False][1].items():
-        assert _largest_difference(results[True][1][name], expected) <= 1e-5, name
+        assert largest_difference(results[True][1][name], expected) <= 1e-5, name
 
 
 def test_list_points_and_an_unknown_point_from_the_command_line(tmp_path):

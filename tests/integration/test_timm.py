@@ -34,7 +34,10 @@ from sdm.models.trunks import (  # noqa: E402
     perturbation_point_names,
     perturbation_points,
 )
-from training_helpers import passes_and_gradients, random_batchnorm_model  # noqa: E402
+from training_helpers import (  # noqa: E402
+    assert_prefix_once_equals_whole_trunk,
+    random_batchnorm_model,
+)
 
 SIDE = 32  # input side of every model here; the ViT is built for it (img_size=32: 2x2 patches)
 RESNET, CONVNEXT, VIT = "timm/resnet18", "timm/convnext_atto", "timm/vit_tiny_patch16_224"
@@ -44,10 +47,6 @@ POINTS = [(name, point) for name in (RESNET, CONVNEXT, VIT)
 POINTS += [(EFFICIENTNET, point) for point in ("stem", "blocks.0", "blocks.6", "head", "pooled")]
 POINTS += [(GENERIC, point) for point in ("features", "pooled")]
 PASSES = 3
-
-
-def _largest_difference(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max()) / (float(b.abs().max()) or 1.0)
 
 
 # ----- stages ------------------------------------------------------------------------------
@@ -73,18 +72,7 @@ def test_prefix_run_once_gives_the_passes_of_the_whole_trunk(trunk_name, point):
                                    image_size=SIDE)
     assert is_staged(model.trunk)
     images = torch.randn(2, 3, SIDE, SIDE, dtype=torch.float64)
-    for batched in (False, True):
-        shared, shared_gradients = passes_and_gradients(model, images, PASSES, batched, True)
-        whole, whole_gradients = passes_and_gradients(model, images, PASSES, batched, False)
-        assert shared.shape == (PASSES, 2, 8)
-        assert not torch.equal(shared[0], shared[1]), "feature dropout must perturb each pass"
-        if batched:
-            assert _largest_difference(shared, whole) <= 1e-12
-        else:
-            assert torch.equal(shared, whole)
-        assert shared_gradients.keys() == whole_gradients.keys()
-        for name, expected in whole_gradients.items():
-            assert _largest_difference(shared_gradients[name], expected) <= 1e-10, name
+    assert_prefix_once_equals_whole_trunk(model, images, PASSES)
 
 
 def test_points_and_shapes():
