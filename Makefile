@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CONSTRAINTS := constraints.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 
-.PHONY: test test-fast demo lint venv fonts icons clean-venv
+.PHONY: test test-fast demo lint venv fonts icons clean-venv docs docs-serve docs-tables
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The docs extra on top (mkdocs, mkdocs-material, mkdocstrings), pinned like the rest.
+DOCS_STAMP := $(VENV)/.docs-installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[test,docs]'
+	rm -f $(VENV)/.docs-installed-*
+	touch $(DOCS_STAMP)
 
 # Everything: tests/unit (no training) and tests/integration (training, subprocesses, a
 # PostgreSQL server, torchrun), about 10 minutes on 2 cores.
@@ -41,3 +48,18 @@ demo: $(STAMP) fonts
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks run.py
+
+# The documentation site (docs/, mkdocs.yml) into site/; strict: a broken link, a page missing
+# from the nav or an unresolved API reference fails the build.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# The site with live reload on http://127.0.0.1:8000.
+docs-serve: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
+# Regenerate every generated table (study reports from their ledgers, the paper's tables, the
+# README's summary, the tuned comparison); tests/unit/test_doc_tables.py fails when one is stale.
+docs-tables: $(STAMP)
+	$(PY) -m sdm.doc_tables
+	$(PY) benchmarks/tuned_comparison.py --markdown-only

@@ -11,6 +11,7 @@ trial here; the seconds are reported.
 
     python benchmarks/tuned_comparison.py                  # everything (resumes)
     python benchmarks/tuned_comparison.py --summary-only   # tables from what exists
+    python benchmarks/tuned_comparison.py --markdown-only  # the .md from the committed .json
 
 It runs the user's commands (printed as it goes): ``sdm tune`` for each study, then
 ``sdm train <study>/best.yaml training.seed=S name=...`` and ``sdm evaluate`` for each seed.
@@ -134,7 +135,14 @@ def main() -> None:
     parser.add_argument("--dataset-root", default="data")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--markdown-only", action="store_true",
+                        help="rewrite the Markdown from the committed JSON alone (no experiments "
+                             "needed): what `make docs-tables` runs")
     args = parser.parse_args()
+    if args.markdown_only:
+        summaries = storage.read_json(args.output / f"{RESULT}.json")
+        storage.write_text(args.output / f"{RESULT}.md", markdown(summaries))
+        return
     if not args.summary_only:
         for key in STUDIES:
             tune(key, args)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,15 +101,9 @@ def compute_table(plan: StudyPlan, groups: Groups, costs: list[dict]) -> str:
     the arm's compute with the arm's minus it, paired by seed (the plan's ``long_baseline``
     when it names one); empty when no arm has curves (a ledger of test scores alone)."""
     lines = []
-    long_runs = storage.read_json(plan.long_baseline[0]) if plan.long_baseline else {}
     for (dataset, loss), arms in groups.items():
         baseline = arms.get(plan.baseline, {})
-        cut_from = baseline
-        if plan.long_baseline:
-            seeds = {seed for per_seed in arms.values() for seed in per_seed}
-            names = {seed: run_name(dataset, loss, plan.long_baseline[1], seed) for seed in seeds}
-            cut_from = {seed: long_runs[name] for seed, name in names.items()
-                        if name in long_runs}
+        cut_from = long_baseline_runs(plan, dataset, loss, arms)
         for arm, per_seed in arms.items():
             entries = list(per_seed.values())
             if not all(key in e for e in entries for key in CURVE_KEYS):
@@ -137,6 +132,19 @@ def compute_table(plan: StudyPlan, groups: Groups, costs: list[dict]) -> str:
             "| compute (baseline steps) | wall-clock s | wall-clock / baseline | val MAP@R "
             "| baseline within the arm's compute | arm − baseline within its compute |\n"
             "|-|-|-|-:|-:|-:|-:|-:|-:|-:|-:|-:|-:|-:|\n" + "\n".join(lines) + "\n")
+
+
+def long_baseline_runs(plan: StudyPlan, dataset: str, loss: str,
+                       arms: dict[str, dict[int, dict]]) -> dict[int, dict]:
+    """``{seed: entry}`` of the baseline whose validation curve is cut at an arm's compute:
+    the plan's ``long_baseline`` runs of this dataset, loss and the arms' seeds, else the
+    plan's own baseline arm."""
+    if not plan.long_baseline:
+        return arms.get(plan.baseline, {})
+    long_runs = storage.read_json(plan.long_baseline[0])
+    seeds = {seed for per_seed in arms.values() for seed in per_seed}
+    names = {seed: run_name(dataset, loss, plan.long_baseline[1], seed) for seed in seeds}
+    return {seed: long_runs[name] for seed, name in names.items() if name in long_runs}
 
 
 def _is_long_baseline(plan: StudyPlan, arm: str) -> bool:
@@ -242,12 +250,79 @@ def plot_gain_against_cost(panels: dict[str, dict[str, tuple[float, float, float
     storage.save_figure(figure, path)
 
 
+def read_step_costs(plan: StudyPlan) -> list[dict]:
+    """The plan's measured step costs (records of ``benchmarks/sdm_cost.py --json``); empty
+    when it names none or the file is not there."""
+    if plan.step_costs and plan.step_costs.is_file():
+        return storage.read_json(plan.step_costs)
+    return []
+
+
+MeanStd = tuple[float, float | None]
+
+
+@dataclass(frozen=True)
+class ArmSummary:
+    """One arm of one (dataset, loss) of a study, against the plan's baseline arm. Gains
+    are test MAP@R differences in percentage points, paired by seed, as (mean, std over
+    seeds; None for one seed); ``equal_compute`` is the arm's best validation MAP@R minus the
+    baseline's within the arm's compute (see ``baseline_cut``), paired likewise. None where
+    not measured (the baseline's own gains, a cost not measured, no validation curves)."""
+
+    dataset: str
+    loss: str
+    arm: str
+    label: str
+    seeds: int
+    step_cost: float | None
+    separated_gain: MeanStd | None
+    concatenated_gain: MeanStd | None
+    equal_compute: MeanStd | None
+    equal_compute_seeds: int
+
+
+def arm_summaries(plan: StudyPlan) -> list[ArmSummary]:
+    """Every recorded arm of the study, in the report's order."""
+    groups = collect(plan, read_ledger(plan))
+    costs = read_step_costs(plan)
+    found = []
+    for (dataset, loss), arms in groups.items():
+        base = {seed: e["scores"] for seed, e in arms.get(plan.baseline, {}).items()}
+        cut_from = long_baseline_runs(plan, dataset, loss, arms)
+        for arm, per_seed in arms.items():
+            entries = list(per_seed.values())
+            cost = arm_step_cost(plan, arm, entries[0], costs)
+            paired = {} if arm == plan.baseline else paired_differences(
+                {seed: e["scores"] for seed, e in per_seed.items()}, base)
+            has_curves = all(key in e for e in entries for key in CURVE_KEYS)
+            cut = None if arm == plan.baseline or _is_long_baseline(plan, arm) or \
+                not has_curves else baseline_cut(per_seed, cut_from, cost)
+            found.append(ArmSummary(
+                dataset, loss, arm, plan.arms[arm].label, len(per_seed), cost,
+                _paired_mean(paired, SEPARATED_MAP), _paired_mean(paired, CONCATENATED_MAP),
+                mean_and_std([a - b for b, a in cut.values()]) if cut else None,
+                len(cut) if cut else 0))
+    return found
+
+
+def _paired_mean(paired: dict[int, dict[str, float]], column: str) -> MeanStd | None:
+    values = [d[column] for d in paired.values() if column in d]
+    return mean_and_std(values) if values else None
+
+
 def write_study_report(plan: StudyPlan) -> str:
-    """Writes ``<name>.md`` (and its plots) next to the ledger; returns the Markdown."""
+    """Writes ``<name>.md`` and its plots next to the ledger; returns the Markdown."""
+    text = study_report(plan, draw=True)
+    storage.write_text(plan.ledger.parent / f"{plan.name}.md", text)
+    return text
+
+
+def study_report(plan: StudyPlan, *, draw: bool = False) -> str:
+    """The study's Markdown report from its ledger alone; ``draw`` also writes its plots
+    (``<name>.png``, ``<name>_cost.png``) next to the ledger."""
     ledger = read_ledger(plan)
     groups = collect(plan, ledger)
-    costs = storage.read_json(plan.step_costs) if plan.step_costs and \
-        plan.step_costs.is_file() else []
+    costs = read_step_costs(plan)
     output = plan.ledger.parent
     text = (f"# Study {plan.name}\n\n{len(ledger)} runs recorded in "
             f"`{plan.ledger.name}`. Test classes, percent; mean ± standard deviation over "
@@ -293,11 +368,12 @@ def write_study_report(plan: StudyPlan) -> str:
                  "is favoured by its own selection, so a longer baseline's best leans "
                  "optimistic.\n\n" + table)
     if differences:
-        plot_paired_differences(differences, output / f"{plan.name}.png")
+        if draw:
+            plot_paired_differences(differences, output / f"{plan.name}.png")
         text += f"\n![arm minus baseline]({plan.name}.png)\n"
     cost_panels = {title: arms for title, arms in cost_panels.items() if len(arms) > 1}
     if plan.step_costs is not None and cost_panels:
-        plot_gain_against_cost(cost_panels, output / f"{plan.name}_cost.png")
+        if draw:
+            plot_gain_against_cost(cost_panels, output / f"{plan.name}_cost.png")
         text += f"\n![gain against step cost]({plan.name}_cost.png)\n"
-    storage.write_text(output / f"{plan.name}.md", text)
     return text

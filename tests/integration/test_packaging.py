@@ -20,7 +20,7 @@ CONSTRAINTS = REPO / "constraints.txt"
 # The big ones: a clean install takes each of these from the machine's disk (pip's local
 # indexes), never from the network.
 FROM_DISK = ("torch", "torchvision")
-EXTRAS = ("test", "glyphs", "search", "postgres", "export", "timm", "mlflow")
+EXTRAS = ("test", "glyphs", "search", "postgres", "export", "timm", "mlflow", "docs")
 
 
 def _pins() -> dict[str, str]:
