@@ -205,6 +205,9 @@ class EvaluationConfig:
 
 @dataclass
 class ExperimentConfig:
+    """A whole experiment: its name, where its folder goes (``experiments_root/name``) and
+    the eight groups. ``load_config`` returns one, checked."""
+
     name: str = "experiment"
     experiments_root: str = C.DEFAULT_EXPERIMENTS_ROOT
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -233,7 +236,8 @@ def _explain(error: Exception, schema: DictConfig) -> ConfigError:
     valid = _valid_keys(parent)
     if isinstance(error, ConfigKeyError | ConfigAttributeError):
         return ConfigError(f"unknown config key '{key}'; valid keys here: {', '.join(valid)}")
-    return ConfigError(f"wrong type for config key '{key}': {error.msg}")
+    # OmegaConf appends the key and the schema's types on lines of their own: the first says it.
+    return ConfigError(f"wrong type for config key '{key}': {str(error.msg).splitlines()[0]}")
 
 
 def _merge(base: DictConfig, layer: DictConfig) -> DictConfig:

@@ -116,11 +116,11 @@ def verdict(baseline: TestResults, sdm: TestResults) -> str:
     text = (f"SDM minus baseline at equal compute, test MAP@R: {with_sdm - base:+.2f} points "
             f"({with_sdm:.2f} vs {base:.2f}; one seed, one fold).")
     if with_sdm <= base:
-        return (text + " At equal compute SDM did not beat the baseline here; the seeded study "
-                "in the README ('Where SDM's perturbation should enter') says how often it "
-                "does.")
-    return (text + " One seed can mislead: the README's seeded study ('Where SDM's "
-            "perturbation should enter') has the spread over seeds.")
+        return (text + " At equal compute SDM did not beat the baseline here; the seeded "
+                "studies (docs/results/placement.md, docs/results/convergence.md) say how "
+                "often it does.")
+    return (text + " One seed can mislead: the seeded studies (docs/results/placement.md, "
+            "docs/results/convergence.md) have the spread over seeds.")
 
 
 def compute_note(baseline_seconds: float, sdm_seconds: float) -> str:
