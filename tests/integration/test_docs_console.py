@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from docs_examples import blocks, output_matches, page_id, pages, transcript
 from fixtures import class_pattern, make_cub_tree
-from PIL import Image
 
 BLOCKS = [(page, index, block) for page in pages()
           for index, block in enumerate(blocks(page, "console"))]
