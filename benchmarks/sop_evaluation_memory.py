@@ -6,7 +6,7 @@ that path (``sdm.engine.evaluate.evaluate_models``) on a stand-in of the same sh
 images and a cheap model, so that what is measured is the evaluation's own memory (embeddings,
 blockwise metrics), not a trunk's activations. It prints the process's peak RSS before and
 after; the bound to compare with is ``retrieval_metrics`` alone at N = 60,502, 512-d
-(902 MB peak in benchmarks/RESULTS.md).
+(902 MB peak in benchmarks/results/evaluation_speed.txt, shown on docs/performance.md).
 
     PYTHONPATH=src .venv/bin/python benchmarks/sop_evaluation_memory.py
 """
