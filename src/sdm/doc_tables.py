@@ -20,7 +20,13 @@ from pathlib import Path
 
 from sdm.report import COLUMNS, format_mean_std, paper_results
 from sdm.studies import load_plan
-from sdm.study_report import ArmSummary, MeanStd, arm_summaries, study_report
+from sdm.study_report import (
+    ArmSummary,
+    MeanStd,
+    arm_summaries,
+    format_step_cost,
+    study_report,
+)
 
 STUDIES = Path(str(resources.files("sdm").joinpath("configs/studies")))
 PAPER_TABLES = Path("docs/generated/paper_results.md")
@@ -69,7 +75,7 @@ def _points(value: MeanStd | None) -> str:
 
 
 def _summary_row(study: str, schedule: str, arm: ArmSummary) -> str:
-    cost = "-" if arm.step_cost is None else f"{arm.step_cost:.2f}x"
+    cost = format_step_cost(arm.step_cost)
     gain = f"{_points(arm.separated_gain)} / {_points(arm.concatenated_gain)}"
     equal = _points(arm.equal_compute)
     if arm.equal_compute is not None and arm.equal_compute_seeds < arm.seeds:

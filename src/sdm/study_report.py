@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,15 @@ def arm_step_cost(plan: StudyPlan, arm: str, entry: dict, costs: list[dict]) -> 
     return step_cost(entry, costs) if "sdm" in entry else None
 
 
+def format_step_cost(cost: float | None) -> str:
+    """``1.27x``: the step cost to 2 decimals, rounded half up from its decimal digits as
+    stored (the cost files keep 3: 1.265 -> 1.27, as the benchmark's own printout rounds
+    the unrounded ratio); ``-`` when unknown."""
+    if cost is None:
+        return "-"
+    return f"{Decimal(repr(cost)).quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)}x"
+
+
 def best_validation(entry: dict, last_epoch: float | None = None) -> float:
     """Best validation MAP@R (percent) over epochs 0..last_epoch (all when None), averaged
     over the run's folds: what the engine would have tested had it stopped there."""
@@ -119,7 +129,7 @@ def compute_table(plan: StudyPlan, groups: Groups, costs: list[dict]) -> str:
                 baseline_cut(per_seed, cut_from, cost)
             lines.append(
                 f"| {dataset} | {loss} | {plan.arms[arm].label} | {len(per_seed)} | "
-                f"{'-' if cost is None else f'{cost:.2f}x'} | "
+                f"{format_step_cost(cost)} | "
                 f"{_spread(epochs, 1)} | {_spread(best, 1)} | {_spread(steps, 0)} | "
                 f"{_spread(compute, 0) if compute else '-'} | "
                 f"{_spread([e['seconds'] for e in entries if e.get('seconds')], 0) or '-'} | "

@@ -255,6 +255,20 @@ def test_the_default_store_is_sqlite_in_the_experiments_root(tiny_config, tmp_pa
     assert not (tmp_path / "local" / "fold_0" / C.TENSORBOARD_FOLDER).exists()
 
 
+def test_a_relative_sqlite_store_is_from_the_working_folder(tiny_config, tmp_path,
+                                                            monkeypatch):
+    store = tmp_path / "elsewhere"
+    store.mkdir()
+    monkeypatch.chdir(store)
+    config = tiny_config("relative", "training.loggers=[mlflow]", "training.folds=[0]",
+                         "training.max_epochs=1", "training.mlflow_uri=sqlite:///runs.db")
+    _, warned = run_recording(ExperimentFolder.of(config))
+    assert warned == []
+    client = MlflowClient(f"sqlite:///{store / 'runs.db'}")
+    assert_folds_uploaded(client, top_run(client, "relative"), tmp_path / "relative", [0])
+    assert list((store / C.MLFLOW_ARTIFACTS_FOLDER).rglob(C.CONFIG_FILE))
+
+
 def test_a_tuning_study_is_a_run_with_its_trials_nested(mlflow_server, cub_root,  # noqa: F811
                                                         tmp_path, tiny_overrides):
     import optuna

@@ -71,3 +71,12 @@ def test_summary_signs_and_spreads():
 def test_a_readme_without_markers_is_an_error():
     with pytest.raises(ValueError, match="summary"):
         doc_tables._with_readme_summary("# no markers\n", "| table |\n")
+
+
+def test_step_costs_round_half_up_from_their_stored_digits():
+    from sdm.study_report import format_step_cost
+
+    assert format_step_cost(1.265) == "1.27x"  # 1.265 is 1.26499.. in binary
+    assert format_step_cost(7.649) == "7.65x"
+    assert format_step_cost(1.0) == "1.00x"
+    assert format_step_cost(None) == "-"

@@ -254,7 +254,7 @@ class ExperimentFolder:
                                  modes: tuple[str, ...] = C.EVAL_MODES) -> TestResults:
         """The paper's released models found below ``folder`` (one per fold), evaluated with
         this experiment's config on its test classes, written to
-        ``<folder>/released_results/`` and returned."""
+        ``<folder>/results_released/`` and returned."""
         from sdm.engine.evaluate import evaluate_released_models
 
         measured = evaluate_released_models(self.config, folder, *self.data(), modes)

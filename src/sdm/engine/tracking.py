@@ -251,8 +251,8 @@ def _experiment_id(client: Any, name: str, uri: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = None
-        if uri.startswith("sqlite:///"):
-            location = (Path(uri.removeprefix("sqlite:///")).parent
+        if uri.startswith("sqlite:///"):  # a relative path is from the working folder
+            location = (Path(uri.removeprefix("sqlite:///")).resolve().parent
                         / C.MLFLOW_ARTIFACTS_FOLDER).as_uri()
         try:
             return client.create_experiment(name, artifact_location=location)
