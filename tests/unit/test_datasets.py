@@ -394,7 +394,8 @@ def test_sdm_data_check_verify_images_lists_undecodable_user_images(tmp_path, ca
     assert "images: 3" in capsys.readouterr().out
     assert main([*argv, "--verify-images"]) == 2
     err = capsys.readouterr().err
-    assert f"error: 1 of 3 images cannot be read:\n  cannot decode image {corrupt}: " in err
+    assert (f"sdm data check: error: 1 of 3 images cannot be read:\n  cannot decode image "
+            f"{corrupt}: ") in err
     assert "find every unreadable image" not in err  # the list itself needs no hint
 
 

@@ -96,13 +96,14 @@ def run_check(args: argparse.Namespace) -> int:
             args.name, args.dataset_root, path=args.path, allow_partial=args.allow_partial
         )
     except (ValueError, OSError) as error:  # DatasetError, or the glyph archive's loader
-        return _fail(error)
+        return _fail(args, error)
     print(describe_dataset(dataset))
     if args.verify_images:
         failures = _undecodable_images(dataset)
         if failures:
             shown = "\n  ".join(failures[:FAILED_IMAGES_SHOWN])
-            return _fail(f"{len(failures)} of {len(dataset)} images cannot be read:\n  {shown}")
+            return _fail(args, f"{len(failures)} of {len(dataset)} images cannot be read:"
+                               f"\n  {shown}")
         print(f"all {len(dataset)} images decode")
     return 0
 
@@ -151,7 +152,7 @@ def run_unpack_cub(args: argparse.Namespace) -> int:
     try:
         images_dir = unpack_cub_archive(args.dataset_root)
     except DatasetError as error:
-        return _fail(error)
+        return _fail(args, error)
     print(f"CUB-200-2011 images are in {images_dir}")
     return 0
 
@@ -163,14 +164,14 @@ def run_cache(args: argparse.Namespace) -> int:
             args.name, args.dataset_root, allow_partial=args.allow_partial, use_cache=False
         )
     except DatasetError as error:
-        return _fail(error)
+        return _fail(args, error)
     cache_dir = resized_cache_dir(args.dataset_root, args.name, args.size)
     try:
         manifest = build_resized_cache(
             dataset.paths, dataset.source_root, cache_dir, size=args.size, workers=args.workers
         )
     except DatasetError as error:
-        return _fail(f"{error}; the cache was not completed and will not be used")
+        return _fail(args, f"{error}; the cache was not completed and will not be used")
     print(
         f"resized {len(dataset)} images to shorter side {args.size} into {cache_dir} "
         f"(manifest {manifest.name})"
@@ -185,7 +186,7 @@ def run_glyphs(args: argparse.Namespace) -> int:
     try:
         archive = build_glyph_dataset(args.dataset_root)
     except (ValueError, OSError) as error:
-        return _fail(error)
+        return _fail(args, error)
     print(f"glyph dataset written to {archive}")
     return 0
 
@@ -198,7 +199,7 @@ def run_icons(args: argparse.Namespace) -> int:
         archive = build_icon_dataset(args.dataset_root, args.icon_roots or DEFAULT_ICON_ROOTS,
                                      force=args.force)
     except (ValueError, OSError) as error:
-        return _fail(error)
+        return _fail(args, error)
     print(f"icon dataset written to {archive}")
     return 0
 
@@ -258,6 +259,8 @@ def whole_number_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _fail(error: Exception | str) -> int:
-    print(f"error: {error}", file=sys.stderr)
+def _fail(args: argparse.Namespace, error: Exception | str) -> int:
+    """``sdm data <command>: error: ...`` on stderr, as every ``sdm`` command reports bad
+    input; the exit status."""
+    print(f"sdm data {args.data_command}: error: {error}", file=sys.stderr)
     return DATA_ERROR_EXIT_CODE
