@@ -10,6 +10,7 @@ from sdm.config import ConfigError, ExperimentConfig, load_config
 from sdm.errors import UserInputError
 
 USAGE_ERROR = 2  # the exit status of bad input, as argparse's for a bad command line
+INTERRUPTED = 130  # the exit status after Ctrl-C, as a shell reports a SIGINT death
 # What bad input raises (OSError: a file that is missing or cannot be read or written); any
 # other exception is a bug and keeps its traceback.
 USER_INPUT_ERRORS = (UserInputError, OSError)
@@ -137,7 +138,7 @@ def _tune(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("sdm tune: stopped; the finished trials are kept; rerun the same command to "
               "continue", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     print(f"study {summary['study']}: {summary['finished_trials']} finished trials")
     if "best_trial" in summary:
         print(f"best trial {summary['best_trial']}: mean best validation MAP@R "
@@ -285,13 +286,18 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; bad input (``USER_INPUT_ERRORS``) is reported on stderr as one line,
-    ``sdm <command>: error: <message>``, with exit status 2."""
+    ``sdm <command>: error: <message>``, with exit status 2; Ctrl-C as one line too, with
+    exit status 130 (what is written is written atomically, so a rerun resumes)."""
     args = parse_arguments(argv)
     try:
         return args.func(args)
     except USER_INPUT_ERRORS as error:
         print(f"sdm {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except KeyboardInterrupt:
+        print(f"sdm {args.command}: stopped (Ctrl-C); what was saved is kept: rerun the same "
+              "command to resume", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ child announces and then waits at (``killable_train.py``), then rerun to its end
 """
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -133,3 +134,27 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_result(
     expected = storage.read_json(uninterrupted / C.FOLD_DONE_FILE)
     for key in ("best_epoch", "best_val_map_at_r", "last_epoch"):
         assert done[key] == expected[key], key
+
+
+def test_ctrl_c_ends_training_with_one_line_and_status_130(cub_root, tiny_overrides, tmp_path):
+    """SIGINT while a step runs (the moment the child announces): no traceback, one line, exit
+    130; the rerun resumes and finishes."""
+    overrides = tiny_overrides(cub_root, tmp_path, "run", *EXTRA)
+    job = subprocess.Popen([sys.executable, str(KILLABLE), "step:1:2", *overrides],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=_environment())
+    watchdog = threading.Timer(TIMEOUT, job.kill)
+    watchdog.start()
+    try:
+        assert job.stdout is not None
+        assert any(line.strip() == "STOPPED step:1:2" for line in job.stdout)
+        job.send_signal(signal.SIGINT)
+        _, stderr = job.communicate()
+    finally:
+        watchdog.cancel()
+    assert job.returncode == 130, stderr[-4000:]
+    assert "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if line.startswith("sdm train:")] == [
+        "sdm train: stopped (Ctrl-C); what was saved is kept: rerun the same command to resume"]
+    _train_to_end(overrides)
+    assert (ExperimentFolder(tmp_path / "run").fold(0) / C.FOLD_DONE_FILE).is_file()
