@@ -27,7 +27,7 @@ $(DOCS_STAMP): $(STAMP)
 # Everything: tests/unit (no training) and tests/integration (training, subprocesses, a
 # PostgreSQL server, torchrun), about 10 minutes on 2 cores.
 test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks run.py
+	$(PY) -m ruff check src tests benchmarks run.py docs
 	$(PY) -m pytest
 
 # The unit tests alone: under a minute.
@@ -47,7 +47,7 @@ demo: $(STAMP) fonts
 	$(VENV)/bin/sdm demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks run.py
+	$(PY) -m ruff check src tests benchmarks run.py docs
 
 # The documentation site (docs/, mkdocs.yml) into site/; strict: a broken link, a page missing
 # from the nav or an unresolved API reference fails the build.

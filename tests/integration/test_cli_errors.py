@@ -114,6 +114,14 @@ def test_a_checkpoint_that_cannot_be_read_is_named(tmp_path):
         storage.load_checkpoint(path)
 
 
+def test_an_unknown_device_is_named_before_the_dataset_is_read(tmp_path):
+    run = sdm("train", "exp_configs/glyphs/ms.yaml", "training.device=gpu",
+              f"dataset.root={tmp_path / 'no_data_here'}", f"experiments_root={tmp_path}")
+    assert_user_error(run, "train", "training.device: unknown device 'gpu'; expected cpu, "
+                                    "cuda, cuda:N or mps")
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_device_this_machine_lacks_lists_the_devices_there_are(tmp_path, cub_root,
                                                                   tiny_overrides):
     count = torch.cuda.device_count()

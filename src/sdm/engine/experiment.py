@@ -150,9 +150,10 @@ class ExperimentFolder:
         (see ``prepare_experiment_folder``) and starts its tracking (``self.tracking``: the
         experiment's MLflow run, nested in ``parent_run`` when given, is opened and gets what
         the folder holds and it lacks; see ``sdm.engine.tracking``)."""
-        from sdm.engine import preflight
+        from sdm.engine import build, preflight
 
         require_trackers(self.config)
+        build.resolve_device(self.config.training.device)  # before the dataset is read
         dataset, splits = self.data()
         for message in preflight.check_experiment(self.config, dataset, splits):
             warnings.warn(message, stacklevel=3)
