@@ -43,24 +43,31 @@ def _run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan, args.root)
     try:
         run_study(plan, dataset_root=args.dataset_root, device=args.device, steps=args.steps,
-                  seeds=args.seeds, on_run=lambda name: _write_report(plan))
+                  seeds=args.seeds, on_run=lambda name: _write_report(plan, args.root))
     except KeyboardInterrupt:
         print("sdm study: stopped; the finished runs are in the ledger and the run in progress "
               "resumes from its folder: rerun the same command to continue", file=sys.stderr)
         return 130
     finally:
-        _write_report(plan)
+        _write_report(plan, args.root)
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
     from sdm.studies import load_plan
 
-    print(_write_report(load_plan(args.plan, args.root)))
+    print(_write_report(load_plan(args.plan, args.root), args.root))
     return 0
 
 
-def _write_report(plan) -> str:
+def _write_report(plan, root: Path) -> str:
+    """The plan's report; in the project's repository (``root`` holds ``docs/generated/``)
+    also the documentation's tables made from the ledgers (``sdm.doc_tables``)."""
     from sdm.study_report import write_study_report
 
-    return write_study_report(plan)
+    text = write_study_report(plan)
+    if (root / "docs" / "generated").is_dir() and (root / "README.md").is_file():
+        from sdm.doc_tables import write_files
+
+        write_files(root.resolve())
+    return text

@@ -38,11 +38,10 @@ def test_the_paper_tables_hold_every_row_of_the_csv_once():
     assert "| Pretrained | 51.05 |" in cub and "| Pretrained | 46.89 |" in cars
 
 
-def test_a_changed_ledger_makes_its_report_and_the_summary_stale(tmp_path):
-    """A copy of the repository's generated inputs, one ledger number changed: the study's
-    report, the summary and the README are named stale, and writing makes them current."""
+def copy_generated_inputs(root: Path) -> None:
+    """The README, the ledgers with their reports, and the generated fragments, into root."""
     for part in ("README.md", "benchmarks/results", "docs/generated"):
-        source, target = REPOSITORY / part, tmp_path / part
+        source, target = REPOSITORY / part, root / part
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             target.mkdir()
@@ -51,6 +50,12 @@ def test_a_changed_ledger_makes_its_report_and_the_summary_stale(tmp_path):
                     (target / path.name).write_text(path.read_text())
         else:
             target.write_text(source.read_text())
+
+
+def test_a_changed_ledger_makes_its_report_and_the_summary_stale(tmp_path):
+    """A copy of the repository's generated inputs, one ledger number changed: the study's
+    report, the summary and the README are named stale, and writing makes them current."""
+    copy_generated_inputs(tmp_path)
     assert doc_tables.stale_files(tmp_path) == []
     ledger = tmp_path / "benchmarks/results/cheap_sdm.json"
     runs = json.loads(ledger.read_text())
@@ -80,3 +85,18 @@ def test_step_costs_round_half_up_from_their_stored_digits():
     assert format_step_cost(7.649) == "7.65x"
     assert format_step_cost(1.0) == "1.00x"
     assert format_step_cost(None) == "-"
+
+
+def test_the_study_report_command_refreshes_the_docs_tables(tmp_path):
+    """`sdm study report` in the repository also rewrites the tables made from the ledgers."""
+    from sdm.cli import main
+
+    copy_generated_inputs(tmp_path)
+    ledger = tmp_path / "benchmarks/results/cheap_sdm.json"
+    runs = json.loads(ledger.read_text())
+    runs["icons_ms_at_stage6_seed1"]["scores"]["concatenated_mean_average_precision_at_r"] -= 3
+    ledger.write_text(json.dumps(runs))
+    assert len(doc_tables.stale_files(tmp_path)) == 3
+    plan = doc_tables.STUDIES / "cheap_sdm.yaml"
+    assert main(["study", "report", str(plan), "--root", str(tmp_path)]) == 0
+    assert doc_tables.stale_files(tmp_path) == []
