@@ -95,9 +95,11 @@ def summary_table(root: Path) -> str:
         "|-|-|-|-:|-:|-:|-:|"]
     for study, arms, schedule in SUMMARY_ROWS:
         plan = load_plan(STUDIES / f"{study}.yaml", root)
-        shown = [a for a in arm_summaries(plan) if a.arm in arms]
+        recorded = arm_summaries(plan)
+        shown = [a for a in recorded if a.arm in arms]
         if not shown:
-            lines.append(f"| {study} ({schedule}) | not run yet | | | | | |")
+            status = "running: the baseline alone so far" if recorded else "not run yet"
+            lines.append(f"| {study} ({schedule}) | {status} | | | | | |")
         lines += [_summary_row(study, schedule, arm) for arm in shown]
     return "\n".join(lines) + "\n"
 

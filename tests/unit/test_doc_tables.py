@@ -100,3 +100,13 @@ def test_the_study_report_command_refreshes_the_docs_tables(tmp_path):
     plan = doc_tables.STUDIES / "cheap_sdm.yaml"
     assert main(["study", "report", str(plan), "--root", str(tmp_path)]) == 0
     assert doc_tables.stale_files(tmp_path) == []
+
+
+def test_a_study_without_its_sdm_arms_says_how_far_it_is(tmp_path):
+    copy_generated_inputs(tmp_path)
+    ledger = tmp_path / "benchmarks/results/convergence_study.json"
+    ledger.write_text(json.dumps({"icons_ms_off_seed0": {"scores": {}}}))
+    row = "| convergence_study (pretrained, to convergence) | "
+    assert row + "running: the baseline alone so far |" in doc_tables.summary_table(tmp_path)
+    ledger.unlink()
+    assert row + "not run yet |" in doc_tables.summary_table(tmp_path)
