@@ -267,6 +267,7 @@ def ledger_entry(experiment: ExperimentFolder) -> dict:
         "scores": percent_scores(experiment),
         "validation": curves, "best_epoch": best_epochs, "last_epoch": last_epochs,
         "iterations_per_epoch": config.training.iterations_per_epoch,
+        "max_epochs": config.training.max_epochs,
         "trunk": config.model.trunk, "crop": config.transform.crop,
         "sdm": {"enabled": config.sdm.enabled, "passes": config.sdm.passes,
                 "feature_dropout": config.sdm.feature_dropout,

@@ -166,8 +166,10 @@ def baseline_cut(per_seed: dict[int, dict], baseline: dict[int, dict],
                  cost: float | None) -> dict[int, tuple[float, float]] | None:
     """``{seed: (baseline's best validation within the arm's compute, the arm's best
     validation)}`` for the seeds both ran: the arm's compute is its epochs run x ``cost``,
-    rounded up to whole epochs (the baseline's validations). None without a cost, or when the
-    baseline's curve stops short of that compute at some seed."""
+    rounded up to whole epochs (the baseline's validations). A baseline fold that early
+    stopping ended before that compute counts whole (its best is what more compute buys). None
+    without a cost, or when the baseline's curve stops short of that compute otherwise (its
+    schedule's end) at some seed."""
     if cost is None:
         return None
     found = {}
@@ -176,11 +178,19 @@ def baseline_cut(per_seed: dict[int, dict], baseline: dict[int, dict],
         if base is None:
             continue
         budget = math.ceil(_mean_over_folds(entry["last_epoch"]) * cost - 1e-9)
-        reached = min(max(epoch for epoch, _ in curve) for curve in base["validation"].values())
-        if reached < budget:
+        if any(max(epoch for epoch, _ in curve) < budget and not _stopped_early(base, fold)
+               for fold, curve in base["validation"].items()):
             return None
         found[seed] = (best_validation(base, budget), best_validation(entry))
     return found
+
+
+def _stopped_early(entry: dict, fold: str) -> bool:
+    """Whether the fold's training ended by early stopping, before its ``max_epochs`` (a
+    ledger entry that does not record ``max_epochs`` says nothing): then its best is what any
+    larger compute buys, as the protocol would have stopped it there."""
+    max_epochs = entry.get("max_epochs")
+    return max_epochs is not None and entry["last_epoch"][fold] < max_epochs
 
 
 def _cut_cells(cut: dict[int, tuple[float, float]] | None, per_seed: dict[int, dict]) -> str:

@@ -212,6 +212,10 @@ def test_the_baseline_cut_needs_the_baseline_trained_to_the_arms_compute():
     assert baseline_cut(arm, baseline, None) is None
     # a seed the baseline did not run is left out of the pairs
     assert baseline_cut({**arm, 1: entry("late", 1, 12.0)}, baseline, 1.18) == {0: (9.0, 8.0)}
+    # a baseline that early stopping ended at epoch 5 (of at most 100) counts whole: 6
+    # epochs of compute buy its best, 9; one that stopped at its max_epochs does not
+    assert baseline_cut(arm, {0: {**baseline[0], "max_epochs": 100}}, 1.5) == {0: (9.0, 8.0)}
+    assert baseline_cut(arm, {0: {**baseline[0], "max_epochs": 5}}, 1.5) is None
 
 
 def test_the_cut_can_come_from_a_longer_baseline_in_another_ledger(tmp_path, cub_root):
