@@ -126,22 +126,25 @@ def expected_files(root: Path) -> dict[Path, str]:
     return files
 
 
+def _out_of_date(root: Path) -> dict[Path, str]:
+    """``{path: the text it should hold}`` of the generated files that differ from it."""
+    return {path: text for path, text in expected_files(root).items()
+            if not (root / path).is_file() or (root / path).read_text() != text}
+
+
 def stale_files(root: Path) -> list[Path]:
     """The generated files whose text differs from what their sources give."""
-    return [path for path, text in expected_files(root).items()
-            if not (root / path).is_file() or (root / path).read_text() != text]
+    return list(_out_of_date(root))
 
 
 def write_files(root: Path) -> list[Path]:
     """Writes every generated file that changed; returns those."""
     from sdm.storage import write_text
 
-    changed = []
-    for path, text in expected_files(root).items():
-        if not (root / path).is_file() or (root / path).read_text() != text:
-            write_text(root / path, text)
-            changed.append(path)
-    return changed
+    changed = _out_of_date(root)
+    for path, text in changed.items():
+        write_text(root / path, text)
+    return list(changed)
 
 
 def main(argv: list[str] | None = None) -> int:
