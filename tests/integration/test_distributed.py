@@ -3,6 +3,7 @@ the main rank writes; a torchrun job killed with SIGKILL resumes to the same num
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,7 +47,9 @@ hold_at = int(os.environ.get("SDM_TEST_HOLD_AT", "0"))
 
 def held_train_step(*args, **kwargs):
     if next(steps) == hold_at:
-        print("held", os.environ.get("RANK", "0"), os.getpid(), flush=True)
+        # One write(2) of under PIPE_BUF bytes: the two ranks' lines cannot interleave (print
+        # writes each of its arguments apart, and "heldheld 1 ..." lost both).
+        os.write(1, f"held {os.environ.get('RANK', '0')} {os.getpid()}\\n".encode())
         signal.alarm(600)  # SIGALRM ends a process that the test failed to kill
         while True:
             signal.pause()
@@ -159,17 +162,21 @@ def test_torchrun_trains_like_one_process_and_resumes_after_sigkill(tiny_config,
     # Killed in the second epoch (both processes held before its third step), after the
     # first epoch's checkpoint; the rerun resumes from that checkpoint.
     config = _config_file(tiny_config, tmp_path, "killed", *extra)
-    job = subprocess.Popen(_train_command(launcher, config, 2), stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-                           env=_environment(SDM_TEST_HOLD_AT="9"))
+    errors = tmp_path / "killed.stderr"
+    with errors.open("w") as stderr:
+        job = subprocess.Popen(_train_command(launcher, config, 2), stdout=subprocess.PIPE,
+                               stderr=stderr, text=True, start_new_session=True,
+                               env=_environment(SDM_TEST_HOLD_AT="9"))
     held = {}
     for line in job.stdout:
-        if line.startswith("held "):
-            _, rank, pid = line.split()
-            held[rank] = int(pid)
+        if "held" in line:
+            found = re.fullmatch(r"held (\d) (\d+)\n", line)
+            assert found, f"not a line of one held rank: {line!r}"
+            held[found[1]] = int(found[2])
             if len(held) == 2:
                 break
-    assert len(held) == 2, f"the job ended (status {job.wait()}) before both ranks were held"
+    assert len(held) == 2, (f"the job ended (status {job.wait()}) before both ranks were held:\n"
+                            + errors.read_text()[-4000:])
     # torchrun starts each worker in a session of its own: killing torchrun's process group
     # leaves them running, so each one is killed by its id.
     os.killpg(job.pid, signal.SIGKILL)
