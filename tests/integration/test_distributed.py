@@ -193,3 +193,23 @@ def test_torchrun_trains_like_one_process_and_resumes_after_sigkill(tiny_config,
     resumed = _tensors(_checkpoint(tmp_path / "killed"))
     for key, value in ends["torchrun"].items():
         assert torch.equal(resumed[key], value), key
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["training.device=cuda:0"], "training.device=cuda:0 would put all 2 processes of this "
+     "torchrun job on one GPU; use training.device=cuda"),
+    (["training.batch_size=15", "training.m_per_class=5"],
+     "training.batch_size=15 does not split evenly over 2 processes"),
+    (["dataset.root=no_such_folder"], "no_such_folder"),
+])
+def test_bad_input_under_torchrun_is_one_line_from_each_rank(tiny_config, tmp_path, overrides,
+                                                             message):
+    config = _config_file(tiny_config, tmp_path, "bad", *overrides)
+    run = subprocess.run([*TORCHRUN, "-m", "sdm.cli", "train", str(config)], capture_output=True,
+                         text=True, timeout=300, env=_environment())
+    assert run.returncode != 0
+    # torchrun stops the other rank when the first one ends: one or both report it.
+    errors = [line for line in run.stderr.splitlines() if line.startswith("sdm train: error: ")]
+    assert errors and all(message in line for line in errors), run.stderr[-4000:]
+    assert "exitcode  : 2 " in run.stderr, "exit status 2, bad input, not 1, a crash"
+    assert "/sdm/" not in run.stderr, "no traceback through sdm's code"

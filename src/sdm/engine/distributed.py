@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from sdm.errors import UserInputError
 from sdm.models.stages import FeatureDropout
 
 MAIN_RANK = 0
+ONE_GPU = re.compile(r"cuda:\d+")
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,9 @@ class DistributedContext:
         return self.rank == MAIN_RANK
 
     def local_batch_size(self, global_batch_size: int) -> int:
-        """The rank's share of a global batch; ValueError unless it divides evenly."""
+        """The rank's share of a global batch; UserInputError unless it divides evenly."""
         if global_batch_size % self.world_size:
-            raise ValueError(
+            raise UserInputError(
                 f"training.batch_size={global_batch_size} does not split evenly over "
                 f"{self.world_size} processes; use a multiple of {self.world_size}")
         return global_batch_size // self.world_size
@@ -65,9 +69,15 @@ def start(device_name: str, backend: str | None = None,
     """Joins the process group torchrun describes in the environment: ``backend``, by default
     NCCL on CUDA and gloo otherwise. ``device_name`` is ``training.device``: "auto" or "cuda"
     become this rank's GPU (``cuda:LOCAL_RANK``, wrapping around when there are fewer GPUs
-    than processes, which NCCL refuses but gloo allows) when CUDA is there."""
+    than processes, which NCCL refuses but gloo allows) when CUDA is there; one named GPU
+    (``cuda:N``) is a UserInputError, as every process would share it."""
     context = DistributedContext(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
                                  int(os.environ.get("LOCAL_RANK", "0")))
+    if ONE_GPU.fullmatch(device_name):
+        raise UserInputError(
+            f"training.device={device_name} would put all {context.world_size} processes of "
+            "this torchrun job on one GPU; use training.device=cuda (process k takes "
+            "cuda:k) and choose the GPUs with CUDA_VISIBLE_DEVICES")
     if device_name in ("auto", "cuda") and torch.cuda.is_available():
         device = torch.device("cuda", context.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
@@ -100,7 +110,7 @@ def gather_batch(local: torch.Tensor, context: DistributedContext) -> torch.Tens
     return torch.cat(slices, dim=dim)
 
 
-def broadcast_from_main(value: float) -> float:
+def broadcast_from_main(value: Any) -> Any:
     """The main rank's ``value`` on every rank."""
     box = [value]
     dist.broadcast_object_list(box, src=MAIN_RANK)

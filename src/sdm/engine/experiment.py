@@ -28,6 +28,7 @@ from sdm.data.datasets import ImageDataset
 from sdm.data.splits import Splits
 from sdm.engine import distributed
 from sdm.engine.tracking import FINISHED, ExperimentTracking, exit_status, require_trackers
+from sdm.errors import UserInputError
 from sdm.scores import ModelSetScores, TestResults, read_results, results_file, write_results
 
 # Keys that may change between a run and its resumption without changing what is trained
@@ -203,16 +204,22 @@ class ExperimentFolder:
         context, device = distributed.start(self.config.training.device)
         try:
             context.local_batch_size(self.config.training.batch_size)
-            error = None
+            raised_on_main = None
             if context.is_main:
                 try:
                     self.prepare(allow_config_change, parent_run)
-                except Exception as raised:  # re-raised below, after the others have heard
-                    error = f"{type(raised).__name__}: {raised}"
-            error = distributed.broadcast_from_main(error)
-            if error is not None:
-                raise RuntimeError(f"rank {context.rank}: the main rank could not prepare the "
-                                   f"experiment: {error}")
+                except Exception as raised:  # raised below, after the others have heard
+                    raised_on_main = raised
+            error = distributed.broadcast_from_main(None if raised_on_main is None else (
+                isinstance(raised_on_main, (UserInputError, OSError)),
+                f"{type(raised_on_main).__name__}: {raised_on_main}"))
+            if raised_on_main is not None:
+                raise raised_on_main
+            if error is not None:  # bad input is reported as such by every rank
+                bad_input, message = error
+                raise (UserInputError if bad_input else RuntimeError)(
+                    f"rank {context.rank}: the main rank could not prepare the experiment: "
+                    f"{message}")
             dataset, splits = self.data()
             rank_config = copy.deepcopy(self.config)
             rank_config.training.device = str(device)
