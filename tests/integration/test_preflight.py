@@ -122,8 +122,11 @@ def test_an_experiment_without_a_trained_step_restarts_with_a_new_config(tiny_co
     again = tiny_config("restart", "training.folds=[0]", "training.max_epochs=1",
                         "loss.params={neg_margin: 0.5}")
     with pytest.warns(UserWarning, match="partial"), pytest.raises(
-            ConfigError, match="started with a different config"):
+            ConfigError, match="started with a different config") as refused:
         ExperimentFolder.of(again).run()
+    message = str(refused.value)
+    assert "\n" not in message and "--allow-config-change" in message
+    assert "neg_margin" in message and message.index("0.7") < message.index("0.5")
 
 
 def test_an_image_that_cannot_be_decoded_points_to_the_check_command(tmp_path, tiny_overrides,

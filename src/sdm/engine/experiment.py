@@ -295,11 +295,11 @@ def _accept_config(experiment: ExperimentFolder, config: ExperimentConfig, allow
               f"new config ({', '.join(changes)} changed)", file=sys.stderr)
         return
     if not allowed:
-        listed = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
         raise ConfigError(
-            f"experiment {experiment.path} was started with a different config:\n{listed}\n"
-            "Use another experiment name, or allow the change explicitly "
-            "(sdm train --allow-config-change; run.py --merge_argparse_when_resuming).")
+            f"experiment {experiment.path} was started with a different config ({listed}); "
+            "use another experiment name, or allow the change explicitly "
+            "(sdm train --allow-config-change; run.py --merge_argparse_when_resuming)")
     log_path = experiment.path / C.CONFIG_CHANGES_FILE
     log = storage.read_json(log_path) if log_path.is_file() else []
     log.append({"time": time.strftime("%Y-%m-%d %H:%M:%S"),
