@@ -190,6 +190,55 @@ def read_ledger(plan: StudyPlan) -> dict[str, dict]:
     return storage.read_json(plan.ledger) if plan.ledger.is_file() else {}
 
 
+@dataclass(frozen=True)
+class RunState:
+    """Where one run of a plan stands: ``state`` is "recorded" (in the ledger), "trained"
+    (tested, recorded by the next ``run_study``), "started" (its folder holds validated
+    epochs) or "to run"; ``detail`` says what the ledger or the folder shows."""
+
+    step: int
+    name: str
+    state: str
+    detail: str = ""
+
+
+def run_states(plan: StudyPlan) -> list[RunState]:
+    """Every run of the plan in run order (as ``run_study`` takes them), with its state."""
+    ledger, states, seen = read_ledger(plan), [], set()
+    for number, step in enumerate(plan.steps, start=1):
+        for seed in step.seeds:
+            for arm in step.arms:
+                name = run_name(step.dataset, step.loss, arm, seed)
+                if name not in seen:
+                    seen.add(name)
+                    states.append(_run_state(number, name, ledger.get(name),
+                                             plan.experiments_root / name))
+    return states
+
+
+def _run_state(step: int, name: str, entry: dict | None, folder: Path) -> RunState:
+    if entry is not None:
+        scores = entry["scores"]
+        seconds = f", {entry['seconds']:.0f} s" if entry.get("seconds") is not None else ""
+        return RunState(step, name, "recorded", (
+            f"test MAP@R {scores['separated_mean_average_precision_at_r']:.2f} separated, "
+            f"{scores['concatenated_mean_average_precision_at_r']:.2f} concatenated{seconds}"))
+    from sdm.scores import results_file
+
+    if results_file(folder / C.RESULTS_FOLDER, ".json").is_file():
+        return RunState(step, name, "trained", "tested; the next run of the plan records it")
+    folds = []
+    for fold in sorted(folder.glob("fold_*"), key=lambda path: int(path.name[5:])):
+        rows = storage.read_csv(fold / C.METRICS_CSV) if (fold / C.METRICS_CSV).is_file() else []
+        if (fold / C.FOLD_DONE_FILE).is_file():
+            folds.append(f"{fold.name} done")
+        elif rows:
+            folds.append(f"{fold.name} validated to epoch {rows[-1]['epoch']}")
+    if folds:
+        return RunState(step, name, "started", ", ".join(folds))
+    return RunState(step, name, "to run")
+
+
 def run_study(plan: StudyPlan, *, dataset_root: str | Path | None = None,
               device: str | None = None, steps: list[int] | None = None,
               seeds: list[int] | None = None, on_run: Any = None) -> list[str]:

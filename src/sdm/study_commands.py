@@ -1,4 +1,5 @@
-"""The ``sdm study`` command group: run a study plan, and report it from its ledger."""
+"""The ``sdm study`` command group: run a study plan, report it from its ledger, and say
+where each of its runs stands."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``sdm study run`` and ``sdm study report`` to the main CLI's subparsers."""
+    """Add ``sdm study run``, ``report`` and ``status`` to the main CLI's subparsers."""
     study = subparsers.add_parser(
         "study", help="run a study plan (arms x seeds, resumable, with a committed ledger)")
     commands = study.add_subparsers(dest="study_command", required=True, metavar="COMMAND")
@@ -28,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report = commands.add_parser("report", help="tables and plots from the plan's ledger")
     _add_plan_arguments(report)
     report.set_defaults(func=_report)
+
+    status = commands.add_parser(
+        "status", help="each run of the plan in run order: recorded, started or to run")
+    _add_plan_arguments(status)
+    status.set_defaults(func=_status)
 
 
 def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +63,23 @@ def _report(args: argparse.Namespace) -> int:
     from sdm.studies import load_plan
 
     print(_write_report(load_plan(args.plan, args.root), args.root))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from sdm.studies import load_plan, run_states
+
+    plan = load_plan(args.plan, args.root)
+    states = run_states(plan)
+    counts = {state: sum(run.state == state for run in states)
+              for state in ("recorded", "trained", "started", "to run")}
+    print(f"study {plan.name}: {len(states)} runs; "
+          + ", ".join(f"{count} {state}" for state, count in counts.items() if count)
+          + f" (ledger {plan.ledger})")
+    width = max(len(run.name) for run in states)
+    for run in states:
+        detail = f": {run.detail}" if run.detail else ""
+        print(f"step {run.step:<3} {run.name:<{width}}  {run.state}{detail}")
     return 0
 
 

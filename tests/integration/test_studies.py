@@ -373,6 +373,34 @@ def test_a_run_in_the_ledger_is_never_run_again(tmp_path, cub_root, monkeypatch)
     assert not plan.experiments_root.exists()
 
 
+def test_status_names_each_run_in_run_order_with_what_its_ledger_or_folder_shows(
+        tmp_path, cub_root, capsys):
+    from sdm.cli import main
+
+    plan_file = write_plan(tmp_path, cub_root, steps=[
+        {"dataset": "cub", "loss": "ms", "arms": ["off", "late"]},
+        {"dataset": "cub", "loss": "ms", "arms": ["late"], "seeds": [2]}])
+    storage.write_json(tmp_path / "results" / "tiny.json",
+                       {"cub_ms_off_seed0": entry("off", 0, 12.5)})
+    runs = tmp_path / "runs"
+    (runs / "cub_ms_late_seed0" / "results").mkdir(parents=True)
+    (runs / "cub_ms_late_seed0" / "results" / "test_results.json").write_text("{}")
+    started = runs / "cub_ms_off_seed1"
+    storage.write_csv(started / "fold_0" / "metrics.csv", [{"epoch": e} for e in (-1, 0, 1)])
+    storage.write_json(started / "fold_1" / "done.json", {})
+    (runs / "cub_ms_late_seed1" / "fold_0").mkdir(parents=True)  # nothing validated yet
+    assert main(["study", "status", str(plan_file), "--root", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"study tiny: 5 runs; 1 recorded, 1 trained, 1 started, 2 to run "
+        f"(ledger {tmp_path / 'results' / 'tiny.json'})",
+        "step 1   cub_ms_off_seed0   recorded: test MAP@R 12.50 separated, 13.50 concatenated, "
+        "100 s",
+        "step 1   cub_ms_late_seed0  trained: tested; the next run of the plan records it",
+        "step 1   cub_ms_off_seed1   started: fold_0 validated to epoch 1, fold_1 done",
+        "step 1   cub_ms_late_seed1  to run",
+        "step 2   cub_ms_late_seed2  to run"]
+
+
 # ----- the committed studies: their plans and converted ledgers ----------------------------
 
 COMMITTED = ["ablation_study", "glyph_study"]
