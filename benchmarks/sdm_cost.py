@@ -170,7 +170,9 @@ def floor_seconds(seconds: dict[str, float], passes: int, point: str) -> float:
 
 def save_ratios(path: Path, args: argparse.Namespace, settings: dict[str, dict],
                 seconds: dict[str, float]) -> None:
-    """Adds (or replaces) this measurement's record in the JSON list at ``path``."""
+    """Adds this measurement's ratios to its record (trunk, side, loss, batch, device) in the
+    JSON list at ``path``; points and passes measured before and not now keep theirs (each
+    ratio is against the baseline timed in its own run, side by side)."""
     baseline = seconds["baseline"]
     ratios: dict[str, dict[str, float]] = {}
     floors: dict[str, dict[str, float]] = {}
@@ -186,8 +188,14 @@ def save_ratios(path: Path, args: argparse.Namespace, settings: dict[str, dict],
               "baseline_seconds": round(baseline, 5), "steps": args.steps,
               "ratios": ratios, "floors": floors}
     key = ("trunk", "side", "loss", "batch", "device")
-    kept = [old for old in (storage.read_json(path) if path.is_file() else [])
-            if any(old[k] != record[k] for k in key)]
+    records = storage.read_json(path) if path.is_file() else []
+    kept = [old for old in records if any(old[k] != record[k] for k in key)]
+    for old in records:
+        if old not in kept:
+            for field in ("ratios", "floors"):
+                before, now = old.get(field, {}), record[field]
+                record[field] = {point: {**before.get(point, {}), **now.get(point, {})}
+                                 for point in [*before, *(p for p in now if p not in before)]}
     storage.write_json(path, [*kept, record])
 
 
