@@ -7,13 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from sdm.config import ConfigError, ExperimentConfig, load_config
-from sdm.errors import UserInputError
+from sdm.errors import USER_INPUT_ERRORS
 
 USAGE_ERROR = 2  # the exit status of bad input, as argparse's for a bad command line
 INTERRUPTED = 130  # the exit status after Ctrl-C, as a shell reports a SIGINT death
-# What bad input raises (OSError: a file that is missing or cannot be read or written); any
-# other exception is a bug and keeps its traceback.
-USER_INPUT_ERRORS = (UserInputError, OSError)
 
 DESCRIPTION = """\
 Sensitivity-aware Distance Measurement (SDM) for deep metric learning, under the

@@ -14,6 +14,11 @@ class UserInputError(ValueError):
     input, what is wrong with it and what to do."""
 
 
+# What bad input raises (OSError: a file that is missing or cannot be read or written); any
+# other exception is a bug and keeps its traceback.
+USER_INPUT_ERRORS = (UserInputError, OSError)
+
+
 def cause(error: BaseException, limit: int = 200) -> str:
     """``<exception name>: <first sentence of its message>`` (at most ``limit`` characters):
     why a library call failed, short enough for a one-line error message."""

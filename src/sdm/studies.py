@@ -223,16 +223,15 @@ def _run_state(step: int, name: str, entry: dict | None, folder: Path) -> RunSta
         return RunState(step, name, "recorded", (
             f"test MAP@R {scores['separated_mean_average_precision_at_r']:.2f} separated, "
             f"{scores['concatenated_mean_average_precision_at_r']:.2f} concatenated{seconds}"))
-    from sdm.scores import results_file
+    from sdm.engine.experiment import ExperimentFolder
 
-    if results_file(folder / C.RESULTS_FOLDER, ".json").is_file():
+    if ExperimentFolder(folder).has_results():
         return RunState(step, name, "trained", "tested; the next run of the plan records it")
     folds = []
     for fold in sorted(folder.glob("fold_*"), key=lambda path: int(path.name[5:])):
-        rows = storage.read_csv(fold / C.METRICS_CSV) if (fold / C.METRICS_CSV).is_file() else []
         if (fold / C.FOLD_DONE_FILE).is_file():
             folds.append(f"{fold.name} done")
-        elif rows:
+        elif (fold / C.METRICS_CSV).is_file() and (rows := storage.read_csv(fold / C.METRICS_CSV)):
             folds.append(f"{fold.name} validated to epoch {rows[-1]['epoch']}")
     if folds:
         return RunState(step, name, "started", ", ".join(folds))

@@ -28,7 +28,7 @@ from sdm.data.datasets import ImageDataset
 from sdm.data.splits import Splits
 from sdm.engine import distributed
 from sdm.engine.tracking import FINISHED, ExperimentTracking, exit_status, require_trackers
-from sdm.errors import UserInputError
+from sdm.errors import USER_INPUT_ERRORS, UserInputError
 from sdm.scores import ModelSetScores, TestResults, read_results, results_file, write_results
 
 # Keys that may change between a run and its resumption without changing what is trained
@@ -211,7 +211,7 @@ class ExperimentFolder:
                 except Exception as raised:  # raised below, after the others have heard
                     raised_on_main = raised
             error = distributed.broadcast_from_main(None if raised_on_main is None else (
-                isinstance(raised_on_main, (UserInputError, OSError)),
+                isinstance(raised_on_main, USER_INPUT_ERRORS),
                 f"{type(raised_on_main).__name__}: {raised_on_main}"))
             if raised_on_main is not None:
                 raise raised_on_main
