@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -11,6 +13,7 @@ from sdm.errors import USER_INPUT_ERRORS
 
 USAGE_ERROR = 2  # the exit status of bad input, as argparse's for a bad command line
 INTERRUPTED = 130  # the exit status after Ctrl-C, as a shell reports a SIGINT death
+READER_GONE = 128 + signal.SIGPIPE  # stdout's reader closed it (sdm ... | head), as a shell reports
 
 DESCRIPTION = """\
 Sensitivity-aware Distance Measurement (SDM) for deep metric learning, under the
@@ -284,10 +287,16 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; bad input (``USER_INPUT_ERRORS``) is reported on stderr as one line,
     ``sdm <command>: error: <message>``, with exit status 2; Ctrl-C as one line too, with
-    exit status 130 (what is written is written atomically, so a rerun resumes)."""
+    exit status 130 (what is written is written atomically, so a rerun resumes); a reader of
+    stdout that stops reading (``sdm ... | head``) ends it quietly, with exit status 141."""
     args = parse_arguments(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return READER_GONE
     except USER_INPUT_ERRORS as error:
         print(f"sdm {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR

@@ -25,6 +25,8 @@ from sdm import storage
 from sdm.config import ConfigError, load_config, yaml_error
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from sdm.engine.experiment import ExperimentFolder
 
 TIMING_FILE = "study_seconds.json"
@@ -79,14 +81,36 @@ class StudyPlan:
     arm_order: str = "steps"
     notes: str = ""
 
-    def runs(self) -> list[tuple[str, str, str, int]]:
-        """Every (dataset, loss, arm, seed) in run order, each once."""
-        found = {}
-        for step in self.steps:
+    def runs(self, steps: Collection[int] | None = None) -> list[PlannedRun]:
+        """Every run in run order (step by step, seed by seed within a step, arms as the
+        step lists them), each once, under the first step that names it; ``steps``: only
+        the runs of these steps (1-based)."""
+        found: dict[str, PlannedRun] = {}
+        for number, step in enumerate(self.steps, start=1):
+            if steps is not None and number not in steps:
+                continue
             for seed in step.seeds:
                 for arm in step.arms:
-                    found[(step.dataset, step.loss, arm, seed)] = None
-        return list(found)
+                    run = PlannedRun(number, step.dataset, step.loss, arm, seed)
+                    found.setdefault(run.name, run)
+        return list(found.values())
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a plan: the step (1-based) that runs it, and its dataset, loss, arm and
+    seed."""
+
+    step: int
+    dataset: str
+    loss: str
+    arm: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """The run's name: its experiment folder and its key in the ledger."""
+        return run_name(self.dataset, self.loss, self.arm, self.seed)
 
 
 def run_name(dataset: str, loss: str, arm: str, seed: int) -> str:
@@ -204,19 +228,13 @@ class RunState:
 
 def run_states(plan: StudyPlan) -> list[RunState]:
     """Every run of the plan in run order (as ``run_study`` takes them), with its state."""
-    ledger, states, seen = read_ledger(plan), [], set()
-    for number, step in enumerate(plan.steps, start=1):
-        for seed in step.seeds:
-            for arm in step.arms:
-                name = run_name(step.dataset, step.loss, arm, seed)
-                if name not in seen:
-                    seen.add(name)
-                    states.append(_run_state(number, name, ledger.get(name),
-                                             plan.experiments_root / name))
-    return states
+    ledger = read_ledger(plan)
+    return [_run_state(run, ledger.get(run.name), plan.experiments_root / run.name)
+            for run in plan.runs()]
 
 
-def _run_state(step: int, name: str, entry: dict | None, folder: Path) -> RunState:
+def _run_state(run: PlannedRun, entry: dict | None, folder: Path) -> RunState:
+    step, name = run.step, run.name
     if entry is not None:
         scores = entry["scores"]
         seconds = f", {entry['seconds']:.0f} s" if entry.get("seconds") is not None else ""
@@ -247,21 +265,14 @@ def run_study(plan: StudyPlan, *, dataset_root: str | Path | None = None,
     previous = signal.signal(signal.SIGTERM, _stop_on_terminate)
     recorded = []
     try:
-        for number, step in enumerate(plan.steps, start=1):
-            if steps is not None and number not in steps:
+        for run in plan.runs(steps):
+            if (seeds is not None and run.seed not in seeds) or run.name in read_ledger(plan):
                 continue
-            for seed in step.seeds:
-                if seeds is not None and seed not in seeds:
-                    continue
-                for arm in step.arms:
-                    name = run_name(step.dataset, step.loss, arm, seed)
-                    if name in read_ledger(plan):
-                        continue
-                    run_one(plan, step.dataset, step.loss, arm, seed,
-                            dataset_root=dataset_root, device=device)
-                    recorded.append(name)
-                    if on_run is not None:
-                        on_run(name)
+            run_one(plan, run.dataset, run.loss, run.arm, run.seed,
+                    dataset_root=dataset_root, device=device)
+            recorded.append(run.name)
+            if on_run is not None:
+                on_run(run.name)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return recorded

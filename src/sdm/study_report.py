@@ -40,14 +40,10 @@ def collect(plan: StudyPlan, ledger: dict[str, dict]) -> Groups:
     steps first name them for it, or as the plan's ``arms`` lists them (``arm_order:
     declared``), whatever was recorded first; seeds in order."""
     order: Groups = {}
-    for step in plan.steps:
-        arms = order.setdefault((step.dataset, step.loss), {})
-        for arm in step.arms:
-            seeds = arms.setdefault(arm, {})
-            for seed in step.seeds:
-                entry = ledger.get(run_name(step.dataset, step.loss, arm, seed))
-                if entry is not None:
-                    seeds[seed] = entry
+    for run in plan.runs():
+        seeds = order.setdefault((run.dataset, run.loss), {}).setdefault(run.arm, {})
+        if run.name in ledger:
+            seeds[run.seed] = ledger[run.name]
     declared = list(plan.arms)
     found: Groups = {}
     for group, arms in order.items():

@@ -131,3 +131,15 @@ def test_a_device_this_machine_lacks_lists_the_devices_there_are(tmp_path, cub_r
     assert_user_error(run, "train", f"training.device: {missing} does not exist; "
                                     "available CUDA devices: ")
     assert not (tmp_path / "device").exists()
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
+    """``sdm list-points small_cnn | head -0``: stdout's reader is gone before the first line."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    with (tmp_path / "stderr").open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "sdm", "list-points", "small_cnn"],
+                                   cwd=REPO, stdout=subprocess.PIPE, stderr=stderr,
+                                   env=environment)
+        process.stdout.close()
+        assert process.wait(timeout=TIMEOUT) == 141
+    assert (tmp_path / "stderr").read_text() == ""

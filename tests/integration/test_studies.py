@@ -53,9 +53,12 @@ def test_runs_go_seed_by_seed_within_a_step_and_each_run_once(tmp_path, cub_root
     plan = load_plan(write_plan(tmp_path, cub_root, steps=[
         {"dataset": "cub", "loss": "ms", "arms": ["off", "late"]},
         {"dataset": "cub", "loss": "ms", "arms": ["late"], "seeds": [1, 2]}]), tmp_path)
-    assert plan.runs() == [("cub", "ms", "off", 0), ("cub", "ms", "late", 0),
-                           ("cub", "ms", "off", 1), ("cub", "ms", "late", 1),
-                           ("cub", "ms", "late", 2)]
+    assert [(run.step, run.dataset, run.loss, run.arm, run.seed) for run in plan.runs()] == [
+        (1, "cub", "ms", "off", 0), (1, "cub", "ms", "late", 0),
+        (1, "cub", "ms", "off", 1), (1, "cub", "ms", "late", 1),
+        (2, "cub", "ms", "late", 2)]
+    assert [run.name for run in plan.runs(steps=[2])] == [
+        "cub_ms_late_seed1", "cub_ms_late_seed2"]
     assert plan.ledger == tmp_path / "results" / "tiny.json"
 
 
@@ -194,11 +197,11 @@ def test_the_shipped_plans_load_and_every_run_has_a_valid_config(plan_file):
     # SDM is off in the baseline alone, and in the ablation's arm (g), the baseline trained
     # 16x longer
     sdm_off = {"ablation_study": {plan.baseline, "converged"}}.get(plan.name, {plan.baseline})
-    for dataset, loss, arm, seed in plan.runs():
-        config = run_config(plan, dataset, loss, arm, seed)
-        assert config.name == run_name(dataset, loss, arm, seed)
-        assert config.training.seed == seed
-        assert config.sdm.enabled == (arm not in sdm_off)
+    for run in plan.runs():
+        config = run_config(plan, run.dataset, run.loss, run.arm, run.seed)
+        assert config.name == run.name
+        assert config.training.seed == run.seed
+        assert config.sdm.enabled == (run.arm not in sdm_off)
 
 
 def test_the_baseline_cut_needs_the_baseline_trained_to_the_arms_compute():
@@ -362,7 +365,7 @@ def test_a_run_in_the_ledger_is_never_run_again(tmp_path, cub_root, monkeypatch)
     import sdm.studies
 
     plan = load_plan(write_plan(tmp_path, cub_root), tmp_path)
-    storage.write_json(plan.ledger, {run_name(*run): {"scores": scores(50.0)}
+    storage.write_json(plan.ledger, {run.name: {"scores": scores(50.0)}
                                      for run in plan.runs()})
 
     def no_training(*args, **kwargs):
@@ -412,11 +415,12 @@ def test_every_run_in_a_committed_ledger_is_a_run_of_its_plan(name):
     plan = load_plan(PLANS / f"{name}.yaml", REPOSITORY)
     assert plan.ledger == REPOSITORY / "benchmarks" / "results" / f"{name}.json"
     ledger = read_ledger(plan)
-    runs = {run_name(*run): run for run in plan.runs()}
+    runs = {run.name: run for run in plan.runs()}
     assert ledger and set(ledger) <= set(runs)
     for key, recorded in ledger.items():
+        run = runs[key]
         assert (recorded["dataset"], recorded["loss"], recorded["arm"],
-                recorded["seed"]) == runs[key]
+                recorded["seed"]) == (run.dataset, run.loss, run.arm, run.seed)
         assert len(recorded["scores"]) == 6
 
 
