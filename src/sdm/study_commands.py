@@ -44,6 +44,10 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # The report's modules are imported now, not after the first run hours later: a study
+    # reports with the code it started with, even if the checkout changes meanwhile.
+    import sdm.doc_tables
+    import sdm.study_report  # noqa: F401
     from sdm.studies import load_plan, run_study
 
     plan = load_plan(args.plan, args.root)
