@@ -89,6 +89,7 @@ INPUT_CONVENTIONS = (BNINCEPTION_INPUT, IMAGENET_INPUT, GLYPH_INPUT)
 CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run_info.json"
 CONFIG_CHANGES_FILE = "config_changes.json"
+TRAINING_LOCK_FILE = "training.lock"  # locked while a process trains the experiment
 RESULTS_FOLDER = "results"
 RELEASED_RESULTS_FOLDER = "results_released"
 TEST_RESULTS_NAME = "test_results"  # .json (everything), .csv and .md (percent table)

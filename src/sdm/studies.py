@@ -23,6 +23,7 @@ import yaml
 from sdm import constants as C
 from sdm import storage
 from sdm.config import ConfigError, load_config, yaml_error
+from sdm.errors import UserInputError
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -261,7 +262,9 @@ def run_study(plan: StudyPlan, *, dataset_root: str | Path | None = None,
               seeds: list[int] | None = None, on_run: Any = None) -> list[str]:
     """Runs the plan's missing runs in order (``steps``: 1-based step numbers; ``seeds``: a
     subset of each step's seeds); returns the names of the runs it recorded. SIGTERM ends it
-    like Ctrl-C, keeping the seconds of the run in progress. ``on_run(name)`` after each."""
+    like Ctrl-C, keeping the seconds of the run in progress. ``on_run(name)`` after each.
+    ``UserInputError`` for a step the plan lacks or a seed none of the chosen steps runs."""
+    _check_selection(plan, steps, seeds)
     previous = signal.signal(signal.SIGTERM, _stop_on_terminate)
     recorded = []
     try:
@@ -276,6 +279,24 @@ def run_study(plan: StudyPlan, *, dataset_root: str | Path | None = None,
     finally:
         signal.signal(signal.SIGTERM, previous)
     return recorded
+
+
+def _check_selection(plan: StudyPlan, steps: list[int] | None, seeds: list[int] | None) -> None:
+    missing = sorted(set(steps or ()) - set(range(1, len(plan.steps) + 1)))
+    if missing:
+        raise UserInputError(f"{_numbered('step', missing)} not in study plan {plan.name}: its "
+                             f"steps are 1 to {len(plan.steps)} (sdm study status lists them)")
+    chosen = sorted({run.seed for run in plan.runs(steps)})
+    unrun = sorted(set(seeds or ()) - set(chosen))
+    if unrun:
+        raise UserInputError(f"{_numbered('seed', unrun)} not run by the chosen steps of study "
+                             f"plan {plan.name}: they run seeds {', '.join(map(str, chosen))}")
+
+
+def _numbered(noun: str, numbers: list[int]) -> str:
+    """``step 3 is`` or ``steps 0, 3 are``."""
+    listed = ", ".join(map(str, numbers))
+    return f"{noun}s {listed} are" if len(numbers) > 1 else f"{noun} {listed} is"
 
 
 def run_one(plan: StudyPlan, dataset: str, loss: str, arm: str, seed: int, *,

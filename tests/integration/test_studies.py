@@ -2,6 +2,7 @@
 ledger a fresh checkout continues, and the report's arithmetic on hand-made ledgers."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from conftest import TINY_TRAINING
 from sdm import storage
 from sdm.config import ConfigError
+from sdm.errors import UserInputError
 from sdm.studies import load_plan, read_ledger, run_name, run_study
 from sdm.study_report import (
     arm_step_cost,
@@ -75,6 +77,24 @@ def test_runs_go_seed_by_seed_within_a_step_and_each_run_once(tmp_path, cub_root
 def test_a_bad_plan_is_a_clear_config_error(tmp_path, cub_root, change, message):
     with pytest.raises(ConfigError, match=message):
         load_plan(write_plan(tmp_path, cub_root, **change), tmp_path)
+
+
+@pytest.mark.parametrize(("selection", "message"), [
+    ({"steps": [3, 2, 0]},
+     "steps 0, 3 are not in study plan tiny: its steps are 1 to 2 (sdm study status lists them)"),
+    ({"steps": [2], "seeds": [0, 1, 5]},
+     "seeds 0, 5 are not run by the chosen steps of study plan tiny: they run seeds 1, 2"),
+])
+def test_a_step_or_seed_the_plan_does_not_run_is_refused_before_anything_runs(
+        tmp_path, cub_root, monkeypatch, selection, message):
+    import sdm.studies
+
+    plan = load_plan(write_plan(tmp_path, cub_root, steps=[
+        {"dataset": "cub", "loss": "ms", "arms": ["off", "late"]},
+        {"dataset": "cub", "loss": "ms", "arms": ["late"], "seeds": [1, 2]}]), tmp_path)
+    monkeypatch.setattr(sdm.studies, "run_one", lambda *args, **kwargs: pytest.fail("ran"))
+    with pytest.raises(UserInputError, match=f"^{re.escape(message)}$"):
+        run_study(plan, **selection)
 
 
 def test_a_study_runs_records_and_a_fresh_checkout_continues_from_its_ledger(

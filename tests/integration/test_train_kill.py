@@ -158,3 +158,33 @@ def test_ctrl_c_ends_training_with_one_line_and_status_130(cub_root, tiny_overri
         "sdm train: stopped (Ctrl-C); what was saved is kept: rerun the same command to resume"]
     _train_to_end(overrides)
     assert (ExperimentFolder(tmp_path / "run").fold(0) / C.FOLD_DONE_FILE).is_file()
+
+
+def test_a_second_training_of_a_folder_in_training_is_refused_until_the_first_is_killed(
+        cub_root, tiny_overrides, tmp_path):
+    """While one ``sdm train`` trains a folder, another of the same folder exits 2 naming the
+    first one's pid; SIGKILL frees the folder (the kernel drops the lock) and a rerun resumes."""
+    overrides = tiny_overrides(cub_root, tmp_path, "run", *EXTRA)
+    job = subprocess.Popen([sys.executable, str(KILLABLE), "step:1:2", *overrides],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           env=_environment())
+    watchdog = threading.Timer(TIMEOUT, job.kill)
+    watchdog.start()
+    try:
+        assert job.stdout is not None
+        assert any(line.strip() == "STOPPED step:1:2" for line in job.stdout)
+        second = subprocess.run([sys.executable, "-m", "sdm", "train", *overrides],
+                                capture_output=True, text=True, timeout=TIMEOUT,
+                                env=_environment())
+    finally:
+        job.kill()
+        job.wait()
+        watchdog.cancel()
+    assert second.returncode == 2, second.stderr[-4000:]
+    assert "Traceback" not in second.stderr
+    errors = [line for line in second.stderr.splitlines() if line.startswith("sdm train:")]
+    assert len(errors) == 1, second.stderr[-4000:]
+    assert errors[0].startswith(f"sdm train: error: experiment {tmp_path / 'run'} is being "
+                                f"trained by another process (pid {job.pid}, since ")
+    _train_to_end(overrides)
+    assert (ExperimentFolder(tmp_path / "run").fold(0) / C.FOLD_DONE_FILE).is_file()

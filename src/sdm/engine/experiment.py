@@ -28,6 +28,7 @@ from sdm.data.datasets import ImageDataset
 from sdm.data.splits import Splits
 from sdm.engine import distributed
 from sdm.engine.tracking import FINISHED, ExperimentTracking, exit_status, require_trackers
+from sdm.engine.training_lock import TrainingLock
 from sdm.errors import USER_INPUT_ERRORS, UserInputError
 from sdm.scores import ModelSetScores, TestResults, read_results, results_file, write_results
 
@@ -61,6 +62,7 @@ class ExperimentFolder:
         self._data: tuple[ImageDataset, Splits] | None = None
         self.label: str | None = None
         self.tracking: ExperimentTracking | None = None  # opened by ``prepare``
+        self.training_lock = TrainingLock(self.path)  # taken by ``prepare``
 
     @classmethod
     def of(cls, config: ExperimentConfig) -> ExperimentFolder:
@@ -147,10 +149,13 @@ class ExperimentFolder:
         return self._data
 
     def prepare(self, allow_config_change: bool = False, parent_run: str | None = None) -> None:
-        """Checks the whole experiment (warnings are issued), creates or reopens its folder
-        (see ``prepare_experiment_folder``) and starts its tracking (``self.tracking``: the
+        """Checks the whole experiment (warnings are issued), takes its training lock
+        (``self.training_lock``: ``FolderInUseError`` while another process trains it; held
+        until released or the process ends), creates or reopens its folder (see
+        ``prepare_experiment_folder``) and starts its tracking (``self.tracking``: the
         experiment's MLflow run, nested in ``parent_run`` when given, is opened and gets what
-        the folder holds and it lacks; see ``sdm.engine.tracking``)."""
+        the folder holds and it lacks; see ``sdm.engine.tracking``). The lock is released
+        when this raises."""
         from sdm.engine import build, preflight
 
         require_trackers(self.config)
@@ -158,9 +163,14 @@ class ExperimentFolder:
         dataset, splits = self.data()
         for message in preflight.check_experiment(self.config, dataset, splits):
             warnings.warn(message, stacklevel=3)
-        prepare_experiment_folder(self.config, allow_config_change)
-        self.tracking = ExperimentTracking(self.path, self.config, parent_run)
-        self.tracking.start()
+        self.training_lock.acquire()
+        try:
+            prepare_experiment_folder(self.config, allow_config_change)
+            self.tracking = ExperimentTracking(self.path, self.config, parent_run)
+            self.tracking.start()
+        except BaseException:
+            self.training_lock.release()
+            raise
 
     def run(self, allow_config_change: bool = False,
             on_validation: Callable[[int, int, float], None] | None = None,
@@ -176,10 +186,13 @@ class ExperimentFolder:
             return self._run_distributed(allow_config_change, on_validation, parent_run)
         self.prepare(allow_config_change, parent_run)
         dataset, splits = self.data()
-        with self._tracked():
-            return [FoldTrainer(self.config, fold, self.fold(fold), dataset, splits,
-                                _for_fold(on_validation, fold), tracking=self.tracking).run()
-                    for fold in self.config.training.folds]
+        try:
+            with self._tracked():
+                return [FoldTrainer(self.config, fold, self.fold(fold), dataset, splits,
+                                    _for_fold(on_validation, fold), tracking=self.tracking).run()
+                        for fold in self.config.training.folds]
+        finally:
+            self.training_lock.release()
 
     @contextlib.contextmanager
     def _tracked(self) -> Iterator[None]:
@@ -229,6 +242,7 @@ class ExperimentFolder:
                                     self.tracking).run()
                         for fold in self.config.training.folds]
         finally:
+            self.training_lock.release()  # the main rank's only
             distributed.stop()
 
     def evaluate(self, modes: tuple[str, ...] = C.EVAL_MODES, pretrained: bool = True,

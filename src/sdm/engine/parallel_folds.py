@@ -111,9 +111,12 @@ def run_folds_in_parallel(config: ExperimentConfig, devices: Sequence[str],
     experiment = ExperimentFolder.of(config)
     experiment.prepare(allow_config_change)
     folder = experiment.path
-    results = {fold: _finished_before(folder, fold) for fold in folds}
-    pending = deque(fold for fold in folds if results[fold] is None)
-    results.update(_run_workers(config, folder, pending, list(devices)))
+    try:
+        results = {fold: _finished_before(folder, fold) for fold in folds}
+        pending = deque(fold for fold in folds if results[fold] is None)
+        results.update(_run_workers(config, folder, pending, list(devices)))
+    finally:
+        experiment.training_lock.release()
     ordered = [results[fold] for fold in folds]
     if experiment.tracking is not None:  # each worker tracks its fold in a nested run
         failed = any(result["status"] == FAILED for result in ordered)
