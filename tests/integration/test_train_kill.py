@@ -7,11 +7,13 @@ child announces and then waits at (``killable_train.py``), then rerun to its end
 ``sdm train``: its curve and every checkpoint must equal the uninterrupted run's bit for bit.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,22 +138,33 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_result(
         assert done[key] == expected[key], key
 
 
-def test_ctrl_c_ends_training_with_one_line_and_status_130(cub_root, tiny_overrides, tmp_path):
-    """SIGINT while a step runs (the moment the child announces): no traceback, one line, exit
-    130; the rerun resumes and finishes."""
-    overrides = tiny_overrides(cub_root, tmp_path, "run", *EXTRA)
+@contextlib.contextmanager
+def _held(overrides: list[str], stderr: Any) -> Iterator[subprocess.Popen]:
+    """``sdm train`` started and held after step 2 of epoch 1 (it has announced it); killed,
+    if still running, when the block ends, or by a watchdog after ``TIMEOUT``."""
     job = subprocess.Popen([sys.executable, str(KILLABLE), "step:1:2", *overrides],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           stdout=subprocess.PIPE, stderr=stderr, text=True,
                            env=_environment())
     watchdog = threading.Timer(TIMEOUT, job.kill)
     watchdog.start()
     try:
         assert job.stdout is not None
         assert any(line.strip() == "STOPPED step:1:2" for line in job.stdout)
-        job.send_signal(signal.SIGINT)
-        _, stderr = job.communicate()
+        yield job
     finally:
         watchdog.cancel()
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+
+
+def test_ctrl_c_ends_training_with_one_line_and_status_130(cub_root, tiny_overrides, tmp_path):
+    """SIGINT while a step runs (the moment the child announces): no traceback, one line, exit
+    130; the rerun resumes and finishes."""
+    overrides = tiny_overrides(cub_root, tmp_path, "run", *EXTRA)
+    with _held(overrides, subprocess.PIPE) as job:
+        job.send_signal(signal.SIGINT)
+        _, stderr = job.communicate()
     assert job.returncode == 130, stderr[-4000:]
     assert "Traceback" not in stderr
     assert [line for line in stderr.splitlines() if line.startswith("sdm train:")] == [
@@ -165,21 +178,11 @@ def test_a_second_training_of_a_folder_in_training_is_refused_until_the_first_is
     """While one ``sdm train`` trains a folder, another of the same folder exits 2 naming the
     first one's pid; SIGKILL frees the folder (the kernel drops the lock) and a rerun resumes."""
     overrides = tiny_overrides(cub_root, tmp_path, "run", *EXTRA)
-    job = subprocess.Popen([sys.executable, str(KILLABLE), "step:1:2", *overrides],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                           env=_environment())
-    watchdog = threading.Timer(TIMEOUT, job.kill)
-    watchdog.start()
-    try:
-        assert job.stdout is not None
-        assert any(line.strip() == "STOPPED step:1:2" for line in job.stdout)
+    with _held(overrides, subprocess.DEVNULL) as job:
         second = subprocess.run([sys.executable, "-m", "sdm", "train", *overrides],
                                 capture_output=True, text=True, timeout=TIMEOUT,
                                 env=_environment())
-    finally:
-        job.kill()
-        job.wait()
-        watchdog.cancel()
+    assert job.returncode == -signal.SIGKILL  # held until killed at the block's end
     assert second.returncode == 2, second.stderr[-4000:]
     assert "Traceback" not in second.stderr
     errors = [line for line in second.stderr.splitlines() if line.startswith("sdm train:")]
