@@ -1,22 +1,24 @@
-"""``sdm train`` that stops at a chosen moment so that a test can SIGKILL it there.
+"""An ``sdm`` command that trains (``sdm train``, ``sdm study run``), stopped at a chosen moment
+of its training so that a test can signal it there.
 
-    python tests/killable_train.py STOP CONFIG|KEY=VALUE...
+    python tests/killable_train.py STOP train CONFIG|KEY=VALUE...
+    python tests/killable_train.py STOP study run PLAN [OPTIONS]
 
 STOP is one of
   ``step:E:S``   after training step S (1-based) of epoch E;
   ``saved:E``    once ``latest.pth`` of epoch E is in place;
   ``writing:E``  while ``latest.pth`` of epoch E is being written: half of its bytes are in
                  the temporary file, the rest not yet.
-At that moment the process prints ``STOPPED <STOP>`` on stdout and blocks forever (the test
-kills it). Everything else is the real ``sdm train``: the patches only observe, they change
-no computation, so the run's numbers are those of ``python -m sdm train``.
+At that moment the process prints ``STOPPED <STOP>`` on stdout and blocks until a signal ends
+it (the test sends one). Everything else is the real command: the patches only observe, they
+change no computation, so the run's numbers are those of ``python -m sdm ...``.
 """
 
 from __future__ import annotations
 
 import io
+import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,11 @@ LATEST = Path(LATEST_CHECKPOINT).name
 
 
 def stop_here(stop: str) -> None:
-    """Announces the moment on stdout, then blocks until killed."""
+    """Announces the moment on stdout, then blocks until a signal's handler raises (SIGINT,
+    SIGTERM under ``sdm``) or the signal kills the process."""
     print(f"STOPPED {stop}", flush=True)
-    threading.Event().wait()
+    while True:
+        signal.pause()
 
 
 def install(stop: str) -> None:
@@ -87,4 +91,4 @@ def install(stop: str) -> None:
 
 if __name__ == "__main__":
     install(sys.argv[1])
-    sys.exit(cli.main(["train", *sys.argv[2:]]))
+    sys.exit(cli.main(sys.argv[2:]))

@@ -1,9 +1,16 @@
-"""Helpers shared by the tests that train or differentiate real models."""
+"""Helpers shared by the tests that train or differentiate real models, or stop a real
+training process at a chosen moment."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -11,6 +18,9 @@ from sdm.engine.fold import FoldTrainer
 from sdm.models.batchnorm import train_with_frozen_batchnorm
 from sdm.models.embedding_model import EmbeddingModel
 from sdm.models.trunks import build_trunk
+
+KILLABLE = Path(__file__).parent / "killable_train.py"
+TIMEOUT = 300  # seconds a held child may take before the test gives up on it
 
 
 def random_batchnorm_model(trunk_name: str, point: str = "stem", rate: float = 0.2,
@@ -87,3 +97,32 @@ def interrupted_at_epoch(epoch: int) -> Iterator[None]:
         yield
     finally:
         FoldTrainer.train_one_epoch = original
+
+
+def held_environment() -> dict[str, str]:
+    """The environment of a held or rerun child: one thread, no warnings."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+@contextlib.contextmanager
+def held(command: list[str], stop: str, stderr: Any) -> Iterator[subprocess.Popen]:
+    """``sdm COMMAND`` started and held at ``stop`` (see ``killable_train.py``; it has announced
+    it and is still running); killed, if still running, when the block ends, or by a watchdog
+    after ``TIMEOUT``. ``stderr``: where the child's stderr goes (a file, ``subprocess.PIPE``)."""
+    job = subprocess.Popen([sys.executable, str(KILLABLE), stop, *command],
+                           stdout=subprocess.PIPE, stderr=stderr, text=True,
+                           env=held_environment())
+    watchdog = threading.Timer(TIMEOUT, job.kill)  # a hung child ends the waits below
+    watchdog.start()
+    try:
+        assert job.stdout is not None
+        announced = any(line.strip() == f"STOPPED {stop}" for line in job.stdout)
+        assert announced and job.poll() is None, (
+            f"the run did not stop at {stop}: exit {job.poll()}"
+            + (f"\n{Path(stderr.name).read_text()[-4000:]}" if hasattr(stderr, "name") else ""))
+        yield job
+    finally:
+        watchdog.cancel()
+        if job.poll() is None:
+            job.kill()
+            job.wait()

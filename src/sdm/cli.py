@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from sdm.config import ConfigError, ExperimentConfig, load_config
 from sdm.errors import USER_INPUT_ERRORS
+from sdm.interrupts import sigterm_interrupts, stop_cause, stop_status
 
 USAGE_ERROR = 2  # the exit status of bad input, as argparse's for a bad command line
-INTERRUPTED = 130  # the exit status after Ctrl-C, as a shell reports a SIGINT death
 READER_GONE = 128 + signal.SIGPIPE  # stdout's reader closed it (sdm ... | head), as a shell reports
 
 DESCRIPTION = """\
@@ -135,10 +135,10 @@ def _tune(args: argparse.Namespace) -> int:
         heartbeat_seconds=args.heartbeat, startup_trials=args.startup_trials)
     try:
         summary = run_tune(request)
-    except KeyboardInterrupt:
-        print("sdm tune: stopped; the finished trials are kept; rerun the same command to "
-              "continue", file=sys.stderr)
-        return INTERRUPTED
+    except KeyboardInterrupt as interrupt:
+        print(f"sdm tune: stopped ({stop_cause(interrupt)}); the finished trials are kept; "
+              "rerun the same command to continue", file=sys.stderr)
+        return stop_status(interrupt)
     print(f"study {summary['study']}: {summary['finished_trials']} finished trials")
     if "best_trial" in summary:
         print(f"best trial {summary['best_trial']}: mean best validation MAP@R "
@@ -286,12 +286,14 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; bad input (``USER_INPUT_ERRORS``) is reported on stderr as one line,
-    ``sdm <command>: error: <message>``, with exit status 2; Ctrl-C as one line too, with
-    exit status 130 (what is written is written atomically, so a rerun resumes); a reader of
-    stdout that stops reading (``sdm ... | head``) ends it quietly, with exit status 141."""
+    ``sdm <command>: error: <message>``, with exit status 2; Ctrl-C and SIGTERM as one line too,
+    with exit status 130 and 143 (what is written is written atomically, so a rerun resumes); a
+    reader of stdout that stops reading (``sdm ... | head``) ends it quietly, with exit status
+    141."""
     args = parse_arguments(argv)
     try:
-        status = args.func(args)
+        with sigterm_interrupts():
+            status = args.func(args)
         sys.stdout.flush()
         return status
     except BrokenPipeError:
@@ -300,11 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_INPUT_ERRORS as error:
         print(f"sdm {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
-    except KeyboardInterrupt:
-        print(f"sdm {args.command}: stopped (Ctrl-C); what was saved is kept: rerun the same "
-              "command to resume", file=sys.stderr)
-        return INTERRUPTED
-
+    except KeyboardInterrupt as interrupt:
+        print(f"sdm {args.command}: stopped ({stop_cause(interrupt)}); what was saved is kept: "
+              "rerun the same command to resume", file=sys.stderr)
+        return stop_status(interrupt)
 
 if __name__ == "__main__":
     sys.exit(main())

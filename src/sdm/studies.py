@@ -12,7 +12,6 @@ stopped. Tables and plots are made from the ledger alone (``sdm.study_report``).
 
 from __future__ import annotations
 
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,23 +260,20 @@ def run_study(plan: StudyPlan, *, dataset_root: str | Path | None = None,
               device: str | None = None, steps: list[int] | None = None,
               seeds: list[int] | None = None, on_run: Any = None) -> list[str]:
     """Runs the plan's missing runs in order (``steps``: 1-based step numbers; ``seeds``: a
-    subset of each step's seeds); returns the names of the runs it recorded. SIGTERM ends it
-    like Ctrl-C, keeping the seconds of the run in progress. ``on_run(name)`` after each.
+    subset of each step's seeds); returns the names of the runs it recorded. An interrupt
+    (Ctrl-C; SIGTERM under the ``sdm`` command) keeps the seconds of the run in progress.
+    ``on_run(name)`` after each.
     ``UserInputError`` for a step the plan lacks or a seed none of the chosen steps runs."""
     _check_selection(plan, steps, seeds)
-    previous = signal.signal(signal.SIGTERM, _stop_on_terminate)
     recorded = []
-    try:
-        for run in plan.runs(steps):
-            if (seeds is not None and run.seed not in seeds) or run.name in read_ledger(plan):
-                continue
-            run_one(plan, run.dataset, run.loss, run.arm, run.seed,
-                    dataset_root=dataset_root, device=device)
-            recorded.append(run.name)
-            if on_run is not None:
-                on_run(run.name)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    for run in plan.runs(steps):
+        if (seeds is not None and run.seed not in seeds) or run.name in read_ledger(plan):
+            continue
+        run_one(plan, run.dataset, run.loss, run.arm, run.seed,
+                dataset_root=dataset_root, device=device)
+        recorded.append(run.name)
+        if on_run is not None:
+            on_run(run.name)
     return recorded
 
 
@@ -366,7 +362,3 @@ def _add_seconds(folder: Path, seconds: float) -> None:
     timing = folder / TIMING_FILE
     spent = storage.read_json(timing)["train_seconds"] if timing.is_file() else 0.0
     storage.write_json(timing, {"train_seconds": spent + seconds})
-
-
-def _stop_on_terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)

@@ -48,16 +48,18 @@ def _run(args: argparse.Namespace) -> int:
     # reports with the code it started with, even if the checkout changes meanwhile.
     import sdm.doc_tables
     import sdm.study_report  # noqa: F401
+    from sdm.interrupts import stop_cause, stop_status
     from sdm.studies import load_plan, run_study
 
     plan = load_plan(args.plan, args.root)
     try:
         run_study(plan, dataset_root=args.dataset_root, device=args.device, steps=args.steps,
                   seeds=args.seeds, on_run=lambda name: _write_report(plan, args.root))
-    except KeyboardInterrupt:
-        print("sdm study: stopped; the finished runs are in the ledger and the run in progress "
-              "resumes from its folder: rerun the same command to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        print(f"sdm study: stopped ({stop_cause(interrupt)}); the finished runs are in the "
+              "ledger and the run in progress resumes from its folder: rerun the same command "
+              "to continue", file=sys.stderr)
+        return stop_status(interrupt)
     finally:
         _write_report(plan, args.root)
     return 0

@@ -3,6 +3,7 @@ ledger a fresh checkout continues, and the report's arithmetic on hand-made ledg
 
 import json
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from sdm.study_report import (
     step_cost,
     write_study_report,
 )
+from training_helpers import TIMEOUT, held, held_environment
 
 REPOSITORY = Path(__file__).parents[2]
 PLANS = REPOSITORY / "exp_configs" / "studies"
@@ -131,6 +133,33 @@ def test_a_study_runs_records_and_a_fresh_checkout_continues_from_its_ledger(
     report = (fresh / "results" / "tiny.md").read_text()
     assert "Arm minus SDM off, paired by seed" in report and "| SDM at block4 | 2 |" in report
     assert (fresh / "results" / "tiny.png").is_file()
+
+
+def test_sigterm_stops_a_study_with_one_line_keeping_the_seconds_of_the_run_in_progress(
+        tmp_path, cub_root):
+    """SIGTERM (``kill``, a scheduler's time limit) while the first run trains: exit 143, one
+    line, no traceback; the run's seconds so far are kept, and the rerun records both runs."""
+    plan_file = write_plan(tmp_path, cub_root, seeds=[0])
+    command = ["study", "run", str(plan_file), "--root", str(tmp_path)]
+    with held(command, "step:1:2", subprocess.PIPE) as job:
+        job.send_signal(signal.SIGTERM)
+        _, stderr = job.communicate()
+    assert job.returncode == 143, stderr[-4000:]
+    assert "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if line.startswith("sdm study:")] == [
+        "sdm study: stopped (SIGTERM); the finished runs are in the ledger and the run in "
+        "progress resumes from its folder: rerun the same command to continue"]
+    stopped = tmp_path / "runs" / run_name("cub", "ms", "off", 0)
+    seconds_before = storage.read_json(stopped / "study_seconds.json")["train_seconds"]
+    assert seconds_before > 0
+    assert not (tmp_path / "results" / "tiny.json").exists()
+
+    finished = subprocess.run([sys.executable, "-m", "sdm", *command], capture_output=True,
+                              text=True, timeout=TIMEOUT, env=held_environment())
+    assert finished.returncode == 0, finished.stderr[-4000:]
+    ledger = json.loads((tmp_path / "results" / "tiny.json").read_text())
+    assert sorted(ledger) == [run_name("cub", "ms", arm, 0) for arm in ("late", "off")]
+    assert ledger[run_name("cub", "ms", "off", 0)]["seconds"] > seconds_before
 
 
 # ----- the report's arithmetic on hand-made ledgers ----------------------------------------

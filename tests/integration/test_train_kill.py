@@ -7,13 +7,9 @@ child announces and then waits at (``killable_train.py``), then rerun to its end
 ``sdm train``: its curve and every checkpoint must equal the uninterrupted run's bit for bit.
 """
 
-import contextlib
-import os
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,43 +20,24 @@ import torch
 from sdm import constants as C
 from sdm import storage
 from sdm.engine.experiment import ExperimentFolder
+from training_helpers import TIMEOUT, held, held_environment
 
-TESTS = Path(__file__).parents[1]
-KILLABLE = TESTS / "killable_train.py"
-TIMEOUT = 300  # seconds a child may take before the test gives up on it
 EXTRA = ("training.folds=[0]", "training.max_epochs=3", "training.iterations_per_epoch=3",
          "training.patience=10")
 CHECKPOINTS = (C.LATEST_CHECKPOINT, C.BEST_CHECKPOINT, C.PRETRAINED_CHECKPOINT)
 
 
-def _environment() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-
 def _train_to_end(overrides: list[str]) -> None:
     run = subprocess.run([sys.executable, "-m", "sdm", "train", *overrides],
-                         capture_output=True, text=True, timeout=TIMEOUT, env=_environment())
+                         capture_output=True, text=True, timeout=TIMEOUT, env=held_environment())
     assert run.returncode == 0, run.stderr[-4000:]
 
 
 def _train_and_kill(overrides: list[str], stop: str, log: Path) -> None:
     """Starts the run, waits until it announces ``stop`` and SIGKILLs it there."""
-    with log.open("w") as stderr:
-        job = subprocess.Popen([sys.executable, str(KILLABLE), stop, *overrides],
-                               stdout=subprocess.PIPE, stderr=stderr, text=True,
-                               env=_environment())
-        watchdog = threading.Timer(TIMEOUT, job.kill)  # a hung child ends the wait below
-        watchdog.start()
-        try:
-            assert job.stdout is not None
-            announced = any(line.strip() == f"STOPPED {stop}" for line in job.stdout)
-            alive = job.poll() is None
-            job.kill()
-            job.wait()
-        finally:
-            watchdog.cancel()
-    assert announced and alive, (f"the run did not stop at {stop}: exit {job.returncode}\n"
-                                 + log.read_text()[-4000:])
+    with log.open("w") as stderr, held(["train", *overrides], stop, stderr) as job:
+        job.kill()
+        job.wait()
 
 
 def _assert_equal(found: Any, expected: Any, where: str) -> None:
@@ -138,37 +115,21 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_result(
         assert done[key] == expected[key], key
 
 
-@contextlib.contextmanager
-def _held(overrides: list[str], stderr: Any) -> Iterator[subprocess.Popen]:
-    """``sdm train`` started and held after step 2 of epoch 1 (it has announced it); killed,
-    if still running, when the block ends, or by a watchdog after ``TIMEOUT``."""
-    job = subprocess.Popen([sys.executable, str(KILLABLE), "step:1:2", *overrides],
-                           stdout=subprocess.PIPE, stderr=stderr, text=True,
-                           env=_environment())
-    watchdog = threading.Timer(TIMEOUT, job.kill)
-    watchdog.start()
-    try:
-        assert job.stdout is not None
-        assert any(line.strip() == "STOPPED step:1:2" for line in job.stdout)
-        yield job
-    finally:
-        watchdog.cancel()
-        if job.poll() is None:
-            job.kill()
-            job.wait()
-
-
-def test_ctrl_c_ends_training_with_one_line_and_status_130(cub_root, tiny_overrides, tmp_path):
-    """SIGINT while a step runs (the moment the child announces): no traceback, one line, exit
-    130; the rerun resumes and finishes."""
+@pytest.mark.parametrize(("sent", "status", "cause"), [
+    (signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_ctrl_c_or_sigterm_ends_training_with_one_line_and_its_status(
+        cub_root, tiny_overrides, tmp_path, sent, status, cause):
+    """SIGINT or SIGTERM while a step runs (the moment the child announces): no traceback, one
+    line, exit 128 + the signal; the rerun resumes and finishes."""
     overrides = tiny_overrides(cub_root, tmp_path, "run", *EXTRA)
-    with _held(overrides, subprocess.PIPE) as job:
-        job.send_signal(signal.SIGINT)
+    with held(["train", *overrides], "step:1:2", subprocess.PIPE) as job:
+        job.send_signal(sent)
         _, stderr = job.communicate()
-    assert job.returncode == 130, stderr[-4000:]
+    assert job.returncode == status, stderr[-4000:]
     assert "Traceback" not in stderr
     assert [line for line in stderr.splitlines() if line.startswith("sdm train:")] == [
-        "sdm train: stopped (Ctrl-C); what was saved is kept: rerun the same command to resume"]
+        f"sdm train: stopped ({cause}); what was saved is kept: rerun the same command to "
+        "resume"]
     _train_to_end(overrides)
     assert (ExperimentFolder(tmp_path / "run").fold(0) / C.FOLD_DONE_FILE).is_file()
 
@@ -178,10 +139,10 @@ def test_a_second_training_of_a_folder_in_training_is_refused_until_the_first_is
     """While one ``sdm train`` trains a folder, another of the same folder exits 2 naming the
     first one's pid; SIGKILL frees the folder (the kernel drops the lock) and a rerun resumes."""
     overrides = tiny_overrides(cub_root, tmp_path, "run", *EXTRA)
-    with _held(overrides, subprocess.DEVNULL) as job:
+    with held(["train", *overrides], "step:1:2", subprocess.DEVNULL) as job:
         second = subprocess.run([sys.executable, "-m", "sdm", "train", *overrides],
                                 capture_output=True, text=True, timeout=TIMEOUT,
-                                env=_environment())
+                                env=held_environment())
     assert job.returncode == -signal.SIGKILL  # held until killed at the block's end
     assert second.returncode == 2, second.stderr[-4000:]
     assert "Traceback" not in second.stderr

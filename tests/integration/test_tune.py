@@ -227,15 +227,24 @@ def two_workers_finish_distinct_trials(cub_root, tmp_path, tiny_overrides, url):
     assert len({t.params["loss.params.margin"] for t in study.trials}) == 4
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_the_finished_trials(cub_root, tmp_path, tiny_overrides):
+@pytest.mark.parametrize(("sent", "status", "cause"), [
+    (signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_ctrl_c_or_sigterm_stops_cleanly_and_keeps_the_finished_trials(
+        cub_root, tmp_path, tiny_overrides, sent, status, cause):
+    """Ctrl-C reaches the whole process group, SIGTERM (``kill``) the command alone."""
     folder = tmp_path / "exp" / "study"
     errors = tmp_path / "stderr.txt"
     process = start_held(tune_command(cub_root, tmp_path, tiny_overrides, 3, held_trial=1),
                          errors)
-    os.killpg(process.pid, signal.SIGINT)
+    if sent == signal.SIGINT:
+        os.killpg(process.pid, sent)
+    else:
+        process.send_signal(sent)
     process.communicate(timeout=120)
-    assert process.returncode == 130, errors.read_text()[-4000:]
-    assert "rerun the same command to continue" in errors.read_text()
+    assert process.returncode == status, errors.read_text()[-4000:]
+    assert [line for line in errors.read_text().splitlines() if line.startswith("sdm tune:")] == [
+        f"sdm tune: stopped ({cause}); the finished trials are kept; rerun the same command to "
+        "continue"]
     study = optuna.load_study(study_name="study", storage=f"sqlite:///{folder / C.STUDY_DATABASE}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
 

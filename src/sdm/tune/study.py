@@ -43,6 +43,7 @@ from sdm import storage
 from sdm.config import ConfigError, ExperimentConfig, load_config, override, to_yaml
 from sdm.engine.tracking import FINISHED as TRACKED_FINISHED
 from sdm.engine.tracking import StudyTracking, exit_status
+from sdm.interrupts import Terminated, sigterm_interrupts
 from sdm.tune.space import load_space
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -135,8 +136,9 @@ def run_worker(request: TuneRequest, name: str, url: str, worker: int, trials: i
     _, folder = study_folder(request)
     tracking = StudyTracking(folder, name, load_config(request.config_files, request.overrides),
                              create=False)
-    study.optimize(lambda trial: _objective(trial, request, space, folder, tracking),
-                   n_trials=trials, gc_after_trial=True)
+    with sigterm_interrupts():  # a worker stopped by SIGTERM fails its trial as Ctrl-C does
+        study.optimize(lambda trial: _objective(trial, request, space, folder, tracking),
+                       n_trials=trials, gc_after_trial=True)
 
 
 def _run_workers(request: TuneRequest, name: str, url: str, shares: list[int]) -> None:
@@ -149,7 +151,10 @@ def _run_workers(request: TuneRequest, name: str, url: str, shares: list[int]) -
     try:
         for process in processes:
             process.join()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, Terminated):  # Ctrl-C reaches the workers; SIGTERM did not
+            for process in processes:
+                process.terminate()
         for process in processes:
             process.join(timeout=60)
         raise
