@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sdm.engine.experiment import ExperimentFolder
 
 TIMING_FILE = "study_seconds.json"
+COST_AXES = ("step", "compute")  # the gain/cost plot's x axis (StudyPlan.cost_axis)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,10 @@ class StudyPlan:
     than the plan's own, whose validation curve it cuts at each arm's compute (same dataset,
     loss and seed; default: the plan's baseline). ``arm_order``: the order of each (dataset,
     loss)'s arms in the report, "steps" (as the steps first name them) or "declared" (as
-    ``arms`` lists them). ``notes``: a paragraph the report prints under its title."""
+    ``arms`` lists them). ``cost_axis``: the x axis of the report's gain/cost plot, "step"
+    (an arm's step cost) or "compute" (its compute to the end of training relative to the
+    baseline's, paired by seed: fairer for runs trained to convergence, which stop at
+    different epochs). ``notes``: a paragraph the report prints under its title."""
 
     name: str
     ledger: Path
@@ -79,6 +83,7 @@ class StudyPlan:
     step_costs: Path | None = None
     long_baseline: tuple[Path, str] | None = None
     arm_order: str = "steps"
+    cost_axis: str = "step"
     notes: str = ""
 
     def runs(self, steps: Collection[int] | None = None) -> list[PlannedRun]:
@@ -154,7 +159,8 @@ def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
         step_costs=root / data["step_costs"] if data.get("step_costs") else None,
         long_baseline=(root / data["long_baseline"]["ledger"], data["long_baseline"]["arm"])
         if data.get("long_baseline") else None,
-        arm_order=str(data.get("arm_order", "steps")), notes=str(data.get("notes", "")))
+        arm_order=str(data.get("arm_order", "steps")),
+        cost_axis=str(data.get("cost_axis", "step")), notes=str(data.get("notes", "")))
     _check_plan(plan, path)
     return plan
 
@@ -173,6 +179,9 @@ def _check_plan(plan: StudyPlan, path: Path) -> None:
     if plan.arm_order not in ("steps", "declared"):
         raise ConfigError(f"study plan {path}: arm_order must be steps or declared, not "
                           f"{plan.arm_order!r}")
+    if plan.cost_axis not in COST_AXES:
+        raise ConfigError(f"study plan {path}: cost_axis must be step or compute, not "
+                          f"{plan.cost_axis!r}")
     if plan.baseline not in plan.arms:
         raise ConfigError(f"study plan {path}: baseline {plan.baseline!r} is not an arm")
     for step in plan.steps:

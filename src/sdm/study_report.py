@@ -2,7 +2,8 @@
 
 Written next to the ledger as ``<name>.md`` and ``<name>.png`` (each arm minus the baseline,
 paired by seed) and, when the plan names a step-cost file, ``<name>_cost.png`` (gain against
-measured step cost, the Pareto front drawn). The compute table (validation curves, epochs,
+measured step cost, or against compute to the end of training, as the plan's ``cost_axis``
+says; the Pareto front drawn). The compute table (validation curves, epochs,
 wall-clock seconds, the baseline cut at each arm's compute) covers the runs whose entries
 have validation curves; a ledger of test scores alone gets the score tables. Scores are
 test-class percent; differences are percentage points; spreads are standard deviations over
@@ -118,9 +119,7 @@ def compute_table(plan: StudyPlan, groups: Groups, costs: list[dict]) -> str:
             epochs = [_mean_over_folds(e["last_epoch"]) for e in entries]
             best = [_mean_over_folds(e["best_epoch"]) for e in entries]
             steps = [b * e["iterations_per_epoch"] for b, e in zip(best, entries, strict=True)]
-            compute = [] if cost is None else [
-                epoch * e["iterations_per_epoch"] * cost
-                for epoch, e in zip(epochs, entries, strict=True)]
+            compute = [] if cost is None else [training_compute(e, cost) for e in entries]
             cut = None if arm == plan.baseline or _is_long_baseline(plan, arm) else \
                 baseline_cut(per_seed, cut_from, cost)
             lines.append(
@@ -138,6 +137,32 @@ def compute_table(plan: StudyPlan, groups: Groups, costs: list[dict]) -> str:
             "| compute (baseline steps) | wall-clock s | wall-clock / baseline | val MAP@R "
             "| baseline within the arm's compute | arm − baseline within its compute |\n"
             "|-|-|-|-:|-:|-:|-:|-:|-:|-:|-:|-:|-:|-:|\n" + "\n".join(lines) + "\n")
+
+
+def training_compute(entry: dict, cost: float) -> float:
+    """A run's compute to the end of its training, in baseline steps: epochs run (mean over
+    folds) x iterations per epoch x ``cost`` (its step cost)."""
+    return _mean_over_folds(entry["last_epoch"]) * entry["iterations_per_epoch"] * cost
+
+
+def cost_point(plan: StudyPlan, arm: str, per_seed: dict[int, dict],
+               baseline: dict[int, dict], costs: list[dict]) -> float | None:
+    """The arm's x on the gain/cost plot, as the plan's ``cost_axis`` says: its step cost, or
+    its compute to the end of training over the baseline's (``training_compute``), mean over
+    the seeds both ran with curves (1 for the baseline itself); None when unknown."""
+    cost = arm_step_cost(plan, arm, next(iter(per_seed.values())), costs)
+    if cost is None or plan.cost_axis == "step":
+        return cost
+    if arm == plan.baseline:
+        return 1.0
+    if not baseline:
+        return None
+    base_cost = arm_step_cost(plan, plan.baseline, next(iter(baseline.values())), costs)
+    ratios = [training_compute(entry, cost) / training_compute(baseline[seed], base_cost)
+              for seed, entry in per_seed.items()
+              if seed in baseline and base_cost is not None
+              and all(key in e for e in (entry, baseline[seed]) for key in CURVE_KEYS)]
+    return statistics.fmean(ratios) if ratios else None
 
 
 def long_baseline_runs(plan: StudyPlan, dataset: str, loss: str,
@@ -232,10 +257,17 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
+COST_AXIS_LABELS = {
+    "step": "training step cost (baseline steps, measured)",
+    "compute": "compute to the end of training (relative to SDM off's, paired by seed)",
+}
+
+
 def plot_gain_against_cost(panels: dict[str, dict[str, tuple[float, float, float | None]]],
-                           path: Path) -> None:
-    """One panel per ``{title: {arm label: (step cost, mean gain, std or None)}}``: each arm a
-    point with its spread over seeds, the Pareto front as a line; log-scale cost axis."""
+                           path: Path, cost_axis: str = "step") -> None:
+    """One panel per ``{title: {arm label: (cost, mean gain, std or None)}}``: each arm a
+    point with its spread over seeds, the Pareto front as a line; log-scale cost axis, which
+    is the step cost or the relative compute (``cost_axis``, see ``cost_point``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -254,11 +286,11 @@ def plot_gain_against_cost(panels: dict[str, dict[str, tuple[float, float, float
         axis.axhline(0, color="black", linewidth=0.8)
         axis.set_xscale("log")
         costs = [cost for cost, _, _ in arms.values()]
-        ticks = [t for t in (1, 1.25, 1.5, 2, 3, 4, 6, 8, 12, 16, 32)
+        ticks = [t for t in (0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4, 6, 8, 12, 16, 32)
                  if min(costs) / 1.1 <= t <= max(costs) * 1.1]
         axis.set_xticks(ticks, [f"{t:g}x" for t in ticks])
         axis.minorticks_off()
-        axis.set_xlabel("training step cost (baseline steps, measured)")
+        axis.set_xlabel(COST_AXIS_LABELS[cost_axis])
         axis.set_ylabel("separated MAP@R − SDM off (points)")
         axis.set_title(title, fontsize=9)
         axis.legend(fontsize=7)
@@ -363,7 +395,7 @@ def study_report(plan: StudyPlan, *, draw: bool = False) -> str:
             differences[f"{dataset}, {loss}: arm − {plan.baseline}"] = paired
         for arm, per_seed in arms.items():
             label = plan.arms[arm].label
-            cost = arm_step_cost(plan, arm, next(iter(per_seed.values())), costs)
+            cost = cost_point(plan, arm, per_seed, arms.get(plan.baseline, {}), costs)
             if cost is not None and (arm == plan.baseline or label in paired):
                 gains = [0.0] if arm == plan.baseline else [
                     d[SEPARATED_MAP] for d in paired[label].values()]
@@ -390,6 +422,8 @@ def study_report(plan: StudyPlan, *, draw: bool = False) -> str:
     cost_panels = {title: arms for title, arms in cost_panels.items() if len(arms) > 1}
     if plan.step_costs is not None and cost_panels:
         if draw:
-            plot_gain_against_cost(cost_panels, output / f"{plan.name}_cost.png")
-        text += f"\n![gain against step cost]({plan.name}_cost.png)\n"
+            plot_gain_against_cost(cost_panels, output / f"{plan.name}_cost.png",
+                                   plan.cost_axis)
+        against = "step cost" if plan.cost_axis == "step" else "compute to the end of training"
+        text += f"\n![gain against {against}]({plan.name}_cost.png)\n"
     return text

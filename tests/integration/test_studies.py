@@ -1,6 +1,7 @@
 """The study runner (sdm.studies) and its report (sdm.study_report): plans, run order, the
 ledger a fresh checkout continues, and the report's arithmetic on hand-made ledgers."""
 
+import dataclasses
 import json
 import re
 import signal
@@ -21,8 +22,10 @@ from sdm.study_report import (
     best_validation,
     collect,
     compute_table,
+    cost_point,
     pareto_front,
     step_cost,
+    training_compute,
     write_study_report,
 )
 from training_helpers import TIMEOUT, held, held_environment
@@ -75,6 +78,7 @@ def test_runs_go_seed_by_seed_within_a_step_and_each_run_once(tmp_path, cub_root
     ({"arms": {"off": {}, "late": {"step_cost": 0}}}, "'late': step_cost must be a positive"),
     ({"arms": {"off": {}, "late": {"step_cost": "7.7x"}}}, "step_cost must be a positive"),
     ({"arm_order": "alphabetical"}, "arm_order must be steps or declared, not 'alphabetical'"),
+    ({"cost_axis": "wall"}, "cost_axis must be step or compute, not 'wall'"),
 ])
 def test_a_bad_plan_is_a_clear_config_error(tmp_path, cub_root, change, message):
     with pytest.raises(ConfigError, match=message):
@@ -253,6 +257,32 @@ def test_the_shipped_plans_load_and_every_run_has_a_valid_config(plan_file):
         assert config.sdm.enabled == (run.arm not in sdm_off)
 
 
+def test_the_plan_of_the_development_page_uses_every_key_and_loads(tmp_path):
+    """The documented plan (docs/development.md) is a valid plan over the shipped configs."""
+    import yaml
+
+    from docs_examples import blocks
+    from sdm.studies import StudyPlan, run_config
+
+    page = REPOSITORY / "docs" / "development.md"
+    [text] = [block for block in blocks(page, "yaml") if block.startswith("name: my_study")]
+    documented = set(yaml.safe_load(text))
+    assert documented == {field.name for field in dataclasses.fields(StudyPlan)} | {"seeds"}
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "my_study.yaml").write_text(text)
+    for shipped in ("icons", "ablation", "sdm_cheap.yaml"):
+        (tmp_path / shipped).symlink_to(PLANS.parent / shipped)
+    plan = load_plan(tmp_path / "studies" / "my_study.yaml", tmp_path)
+    assert (plan.cost_axis, plan.arms["late"].step_cost) == ("step", 1.6)
+    assert [run.name for run in plan.runs()][-2:] == ["icons_ms_late_seed3",
+                                                      "icons_ms_late_seed4"]
+    for run in plan.runs():
+        config = run_config(plan, run.dataset, run.loss, run.arm, run.seed)
+        assert config.sdm.enabled == (run.arm == "late")
+        assert config.training.max_epochs == 100 and config.training.seed == run.seed
+    assert config.sdm.passes == 16
+
+
 def test_the_baseline_cut_needs_the_baseline_trained_to_the_arms_compute():
     baseline = {0: entry("off", 0, 10.0, enabled=False, curve=[[0, 5.0], [4, 6.0], [5, 9.0]],
                          last_epoch=5)}
@@ -284,6 +314,24 @@ def test_the_cut_can_come_from_a_longer_baseline_in_another_ledger(tmp_path, cub
     table = compute_table(plan, collect(plan, ledger), COSTS)
     # 4 epochs x 1.5 = 6: the longer baseline's best up to epoch 6 is 7.5, so 8 - 7.5
     assert "| cub | ms | SDM at block4 | 1 | 1.50x |" in table and "| 0.50 |" in table
+
+
+def test_on_the_compute_axis_an_arm_sits_at_its_compute_to_the_end_over_the_baselines(
+        tmp_path, cub_root):
+    plan = load_plan(write_plan(tmp_path, cub_root, cost_axis="compute"), tmp_path)
+    baseline = {0: entry("off", 0, 10.0, enabled=False, last_epoch=30),
+                1: entry("off", 1, 10.0, enabled=False, last_epoch=20)}
+    # SDM at block4 costs 1.5x a step: 20 epochs are 30 baseline epochs, 10 are 15
+    late = {0: entry("late", 0, 12.0, point="block4", last_epoch=20),
+            1: entry("late", 1, 12.0, point="block4", last_epoch=10),
+            2: entry("late", 2, 12.0, point="block4", last_epoch=40)}  # no baseline: left out
+    # seed 0: 30 / 30 = 1; seed 1: 15 / 20 = 0.75; mean 0.875
+    assert cost_point(plan, "late", late, baseline, COSTS) == pytest.approx(0.875)
+    assert cost_point(plan, "off", baseline, baseline, COSTS) == 1.0
+    assert cost_point(plan, "late", late, {}, COSTS) is None
+    assert training_compute(late[0], 1.5) == 20 * 50 * 1.5
+    step_axis = load_plan(write_plan(tmp_path, cub_root), tmp_path)
+    assert cost_point(step_axis, "late", late, baseline, COSTS) == 1.5
 
 
 def test_an_arms_step_cost_in_the_plan_comes_before_the_measured_one(tmp_path, cub_root):
