@@ -203,14 +203,14 @@ def _check_plan(plan: StudyPlan, path: Path) -> None:
             raise ConfigError(f"study plan {path}: config layer {file} does not exist")
 
 
-def run_config(plan: StudyPlan, dataset: str, loss: str, arm: str, seed: int, *,
-               dataset_root: str | Path | None = None, device: str | None = None):
+def run_config(plan: StudyPlan, run: PlannedRun, *, dataset_root: str | Path | None = None,
+               device: str | None = None):
     """The loaded config of one run: loss base, dataset layers, arm layers, then the plan's,
     the arm's and the run's own overrides."""
-    files = [plan.losses[dataset][loss], *plan.datasets[dataset], *plan.arms[arm].layers]
-    overrides = [*plan.overrides, *plan.arms[arm].overrides, f"training.seed={seed}",
-                 f"name={run_name(dataset, loss, arm, seed)}",
-                 f"experiments_root={plan.experiments_root}"]
+    arm = plan.arms[run.arm]
+    files = [plan.losses[run.dataset][run.loss], *plan.datasets[run.dataset], *arm.layers]
+    overrides = [*plan.overrides, *arm.overrides, f"training.seed={run.seed}",
+                 f"name={run.name}", f"experiments_root={plan.experiments_root}"]
     if dataset_root is not None:
         overrides.append(f"dataset.root={dataset_root}")
     if device is not None:
@@ -278,8 +278,7 @@ def run_study(plan: StudyPlan, *, dataset_root: str | Path | None = None,
     for run in plan.runs(steps):
         if (seeds is not None and run.seed not in seeds) or run.name in read_ledger(plan):
             continue
-        run_one(plan, run.dataset, run.loss, run.arm, run.seed,
-                dataset_root=dataset_root, device=device)
+        run_one(plan, run, dataset_root=dataset_root, device=device)
         recorded.append(run.name)
         if on_run is not None:
             on_run(run.name)
@@ -304,13 +303,12 @@ def _numbered(noun: str, numbers: list[int]) -> str:
     return f"{noun}s {listed} are" if len(numbers) > 1 else f"{noun} {listed} is"
 
 
-def run_one(plan: StudyPlan, dataset: str, loss: str, arm: str, seed: int, *,
-            dataset_root: str | Path | None = None, device: str | None = None) -> dict:
+def run_one(plan: StudyPlan, run: PlannedRun, *, dataset_root: str | Path | None = None,
+            device: str | None = None) -> dict:
     """Trains (resuming its folder), tests and records one run; returns its ledger entry."""
     from sdm.engine.experiment import ExperimentFolder
 
-    config = run_config(plan, dataset, loss, arm, seed, dataset_root=dataset_root,
-                        device=device)
+    config = run_config(plan, run, dataset_root=dataset_root, device=device)
     experiment = ExperimentFolder.of(config)
     if not experiment.has_results():
         start = time.time()
@@ -320,9 +318,9 @@ def run_one(plan: StudyPlan, dataset: str, loss: str, arm: str, seed: int, *,
             _add_seconds(experiment.path, time.time() - start)
         experiment.evaluate(pretrained=False)
     entry = ledger_entry(experiment)
-    entry.update(dataset=dataset, loss=loss, arm=arm, seed=seed)
+    entry.update(dataset=run.dataset, loss=run.loss, arm=run.arm, seed=run.seed)
     ledger = read_ledger(plan)
-    ledger[run_name(dataset, loss, arm, seed)] = entry
+    ledger[run.name] = entry
     storage.write_json(plan.ledger, ledger)
     print(f"{config.name}: {entry['seconds']:.0f} s, test MAP@R separated "
           f"{entry['scores']['separated_mean_average_precision_at_r']:.2f}", flush=True)

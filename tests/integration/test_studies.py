@@ -251,7 +251,7 @@ def test_the_shipped_plans_load_and_every_run_has_a_valid_config(plan_file):
     # 16x longer
     sdm_off = {"ablation_study": {plan.baseline, "converged"}}.get(plan.name, {plan.baseline})
     for run in plan.runs():
-        config = run_config(plan, run.dataset, run.loss, run.arm, run.seed)
+        config = run_config(plan, run)
         assert config.name == run.name
         assert config.training.seed == run.seed
         assert config.sdm.enabled == (run.arm not in sdm_off)
@@ -277,7 +277,7 @@ def test_the_plan_of_the_development_page_uses_every_key_and_loads(tmp_path):
     assert [run.name for run in plan.runs()][-2:] == ["icons_ms_late_seed3",
                                                       "icons_ms_late_seed4"]
     for run in plan.runs():
-        config = run_config(plan, run.dataset, run.loss, run.arm, run.seed)
+        config = run_config(plan, run)
         assert config.sdm.enabled == (run.arm == "late")
         assert config.training.max_epochs == 100 and config.training.seed == run.seed
     assert config.sdm.passes == 16
@@ -466,7 +466,7 @@ def test_a_run_in_the_ledger_is_never_run_again(tmp_path, cub_root, monkeypatch)
                                      for run in plan.runs()})
 
     def no_training(*args, **kwargs):
-        raise AssertionError(f"{args[1:]} is in the ledger and must not be run again")
+        raise AssertionError(f"{args[1].name} is in the ledger and must not be run again")
 
     monkeypatch.setattr(sdm.studies, "run_one", no_training)
     assert run_study(plan) == []
