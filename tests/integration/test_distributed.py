@@ -61,10 +61,12 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _environment(**extra: str) -> dict[str, str]:
+def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a torchrun job: its temporary files (torchrun's torchelastic_*
+    folders) under the test's ``tmp_path``, which pytest cleans, not in /tmp."""
     path = [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
-            "PYTHONPATH": os.pathsep.join(path), **extra}
+            "PYTHONPATH": os.pathsep.join(path), "TMPDIR": str(tmp_path), **extra}
 
 
 def _config_file(tiny_config, tmp_path: Path, name: str, *extra: str) -> Path:
@@ -80,7 +82,7 @@ def test_two_processes_take_the_same_steps_as_one(tiny_config, tmp_path, case, o
     config = _config_file(tiny_config, tmp_path, case, *CASES[case])
     run = subprocess.run([*TORCHRUN, str(TESTS / "distributed_steps.py"), str(config),
                           "--steps", str(steps), "--optimizer", optimizer],
-                         capture_output=True, text=True, timeout=300, env=_environment())
+                         capture_output=True, text=True, timeout=300, env=_environment(tmp_path))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     found = json.loads(run.stdout.strip().splitlines()[-1])
     assert found["world_size"] == 2
@@ -136,7 +138,7 @@ def test_torchrun_trains_like_one_process_and_resumes_after_sigkill(tiny_config,
     for name, processes in (("alone", 1), ("torchrun", 2)):
         config = _config_file(tiny_config, tmp_path, name, *extra)
         run = subprocess.run(_train_command(launcher, config, processes), capture_output=True,
-                             text=True, timeout=600, env=_environment())
+                             text=True, timeout=600, env=_environment(tmp_path))
         assert run.returncode == 0, run.stderr[-4000:]
         results[name] = tmp_path / name
     alone, together = (storage.read_csv(results[n] / "fold_0" / C.METRICS_CSV)
@@ -166,7 +168,7 @@ def test_torchrun_trains_like_one_process_and_resumes_after_sigkill(tiny_config,
     with errors.open("w") as stderr:
         job = subprocess.Popen(_train_command(launcher, config, 2), stdout=subprocess.PIPE,
                                stderr=stderr, text=True, start_new_session=True,
-                               env=_environment(SDM_TEST_HOLD_AT="9"))
+                               env=_environment(tmp_path, SDM_TEST_HOLD_AT="9"))
     held = {}
     for line in job.stdout:
         if "held" in line:
@@ -187,7 +189,7 @@ def test_torchrun_trains_like_one_process_and_resumes_after_sigkill(tiny_config,
     assert _checkpoint(tmp_path / "killed")["epoch"] == 1
     assert not (tmp_path / "killed" / "fold_0" / C.FOLD_DONE_FILE).exists()
     rerun = subprocess.run(_train_command(launcher, config, 2), capture_output=True, text=True,
-                           timeout=600, env=_environment())
+                           timeout=600, env=_environment(tmp_path))
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     assert storage.read_csv(tmp_path / "killed" / "fold_0" / C.METRICS_CSV) == together
     resumed = _tensors(_checkpoint(tmp_path / "killed"))
@@ -206,7 +208,7 @@ def test_bad_input_under_torchrun_is_one_line_from_each_rank(tiny_config, tmp_pa
                                                              message):
     config = _config_file(tiny_config, tmp_path, "bad", *overrides)
     run = subprocess.run([*TORCHRUN, "-m", "sdm.cli", "train", str(config)], capture_output=True,
-                         text=True, timeout=300, env=_environment())
+                         text=True, timeout=300, env=_environment(tmp_path))
     assert run.returncode != 0
     # torchrun stops the other rank when the first one ends: one or both report it.
     errors = [line for line in run.stderr.splitlines() if line.startswith("sdm train: error: ")]
