@@ -81,8 +81,10 @@ def running_mlflow(folder: Path, port: int | None = None) -> Iterator[MlflowServ
                "--artifacts-destination", str(folder / "artifacts"),
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     with log.open("a") as stream:
+        # TMPDIR: the server's database lock file goes below ``folder``, not into /tmp
         process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=folder)
+                                   start_new_session=True, cwd=folder,
+                                   env={**os.environ, "TMPDIR": str(folder)})
     server = MlflowServer(f"http://127.0.0.1:{port}", port, folder, process)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
