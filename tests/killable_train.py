@@ -10,13 +10,16 @@ STOP is one of
   ``writing:E``  while ``latest.pth`` of epoch E is being written: half of its bytes are in
                  the temporary file, the rest not yet.
 At that moment the process prints ``STOPPED <STOP>`` on stdout and blocks until a signal ends
-it (the test sends one). Everything else is the real command: the patches only observe, they
+it (the test sends one). With ``SDM_TEST_WORKERS_STOP=STOP`` in the environment, the worker
+processes the command spawns (``sdm train --devices``) stop there too, each announcing it in
+its own output (its fold's log). Everything else is the real command: the patches only observe, they
 change no computation, so the run's numbers are those of ``python -m sdm ...``.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import signal
 import sys
 from pathlib import Path
@@ -29,12 +32,14 @@ from sdm.constants import LATEST_CHECKPOINT
 from sdm.engine import fold
 
 LATEST = Path(LATEST_CHECKPOINT).name
+WORKERS_STOP = "SDM_TEST_WORKERS_STOP"  # a STOP for the spawned worker processes too
 
 
 def stop_here(stop: str) -> None:
     """Announces the moment on stdout, then blocks until a signal's handler raises (SIGINT,
     SIGTERM under ``sdm``) or the signal kills the process."""
-    print(f"STOPPED {stop}", flush=True)
+    sys.stdout.write(f"STOPPED {stop}\n")  # one write: worker processes share the stream
+    sys.stdout.flush()
     while True:
         signal.pause()
 
@@ -88,6 +93,9 @@ def install(stop: str) -> None:
     else:
         raise SystemExit(f"unknown STOP {stop!r}; expected step:E:S, saved:E or writing:E")
 
+
+if __name__ == "__mp_main__" and os.environ.get(WORKERS_STOP):
+    install(os.environ[WORKERS_STOP])  # a worker process the command spawned (see WORKERS_STOP)
 
 if __name__ == "__main__":
     install(sys.argv[1])

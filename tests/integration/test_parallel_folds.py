@@ -1,10 +1,13 @@
 """`sdm train --devices`: folds in separate worker processes, one per device."""
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,9 @@ from sdm import storage
 from sdm.cli import main
 from sdm.engine import parallel_folds as pf
 from sdm.engine.experiment import ExperimentFolder
+from training_helpers import KILLABLE, TIMEOUT, held_environment
+
+WORKERS_STOP = "SDM_TEST_WORKERS_STOP"  # tests/killable_train.py: the workers stop there too
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,6 +108,70 @@ def test_failing_folds_do_not_stop_the_other(cub_root, tmp_path, tiny_overrides)
     assert fold_file(experiment, 0, C.FOLD_DONE_FILE).is_file()
     assert not fold_file(experiment, 1, C.FOLD_DONE_FILE).exists()
     assert not fold_file(experiment, 2, C.FOLD_DONE_FILE).exists()
+
+
+def test_sigterm_stops_the_fold_workers_with_one_line_and_a_rerun_finishes(
+        cub_root, tmp_path, tiny_overrides):
+    """SIGTERM to ``sdm train --devices cpu,cpu`` (``kill PID``) while both workers train (each
+    held after its step 2, as its log announces): the workers end with it, no orphan is left,
+    one line and exit status 143; the rerun trains both folds to the end."""
+    overrides = tiny_overrides(cub_root, tmp_path, "run")
+    command = ["train", "--devices", "cpu,cpu", *overrides]
+    environment = {**held_environment(), WORKERS_STOP: "step:1:2"}
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stream:
+        job = subprocess.Popen([sys.executable, str(KILLABLE), "step:1:2", *command],
+                               stdout=subprocess.PIPE, stderr=stream, text=True,
+                               env=environment, start_new_session=True)
+    # A hung job ends the waits below: its process group holds it, its workers and their
+    # resource tracker (which keeps the stdout pipe open).
+    watchdog = threading.Timer(TIMEOUT, os.killpg, (job.pid, signal.SIGKILL))
+    watchdog.start()
+    workers: dict[int, Path] = {}
+    try:
+        for line in job.stdout:
+            started = re.match(r"fold (\d): started on cpu \(pid (\d+)\), log (.+)$", line)
+            if started:
+                workers[int(started[2])] = Path(started[3])
+                if len(workers) == 2:
+                    break
+        assert len(workers) == 2, errors.read_text()[-4000:]
+        deadline = time.monotonic() + TIMEOUT
+        while not all(log.is_file() and "STOPPED step:1:2" in log.read_text()
+                      for log in workers.values()):
+            assert time.monotonic() < deadline and job.poll() is None, errors.read_text()[-4000:]
+            time.sleep(0.2)  # polling the logs for the announcement, up to the deadline
+        job.send_signal(signal.SIGTERM)
+        job.wait(timeout=TIMEOUT)
+        orphans = [pid for pid in workers if _alive(pid)]
+    finally:
+        watchdog.cancel()
+        with contextlib.suppress(ProcessLookupError):  # left running only if the test failed
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        job.stdout.close()
+    stderr = errors.read_text()
+    assert job.returncode == 143, stderr[-4000:]
+    assert orphans == [], "fold workers outlived the stopped command"
+    assert "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if line.startswith("sdm train:")] == [
+        "sdm train: stopped (SIGTERM); what was saved is kept: rerun the same command to "
+        "resume"]
+    rerun = subprocess.run([sys.executable, "-m", "sdm", *command], capture_output=True,
+                           text=True, timeout=TIMEOUT, env=held_environment())
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    for fold in (0, 1):
+        assert fold_file(tmp_path / "run", fold, C.FOLD_DONE_FILE).is_file()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (the stopped command reaped its workers: an orphan
+    would be running, a zombie would not be ours)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize(("text", "message"), [

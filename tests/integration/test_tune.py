@@ -1,9 +1,11 @@
 """`sdm tune`: search spaces, seeded studies, best.yaml, SIGKILL recovery, parallel workers."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +20,9 @@ from sdm.config import ConfigError, load_config
 from sdm.engine.experiment import ExperimentFolder
 from sdm.tune.space import PACKAGED_SPACES, distribution, load_space
 from sdm.tune.study import TuneRequest, open_storage, run_tune
+from training_helpers import KILLABLE
+
+WORKERS_STOP = "SDM_TEST_WORKERS_STOP"  # tests/killable_train.py: the workers stop there too
 
 REPO = Path(__file__).resolve().parents[2]
 ONE_EPOCH = ("training.folds=[0]", "training.max_epochs=1", "training.iterations_per_epoch=2",
@@ -139,10 +144,13 @@ sys.exit(main(sys.argv[2:]))
 
 
 def tune_command(cub_root, tmp_path, tiny_overrides, trials, *extra,
-                 held_trial: int | None = None) -> list[str]:
-    """``sdm tune`` of a tiny study, with trial ``held_trial`` held (see HELD_TRIAL)."""
+                 held_trial: int | None = None, program: tuple[str, ...] = ("-m", "sdm.cli")
+                 ) -> list[str]:
+    """``sdm tune`` of a tiny study, with trial ``held_trial`` held (see HELD_TRIAL), run as
+    ``python PROGRAM tune ...``."""
     space = write_space(tmp_path, "loss.params.margin: {low: 0.01, high: 0.5}\n")
-    program = ["-m", "sdm.cli"] if held_trial is None else ["-c", HELD_TRIAL, str(held_trial)]
+    if held_trial is not None:
+        program = ("-c", HELD_TRIAL, str(held_trial))
     return [sys.executable, *program, "tune",
             *tiny_overrides(cub_root, tmp_path / "exp", "tiny", *ONE_EPOCH,
                             "training.max_epochs=3", "training.iterations_per_epoch=5"),
@@ -242,11 +250,71 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_keeps_the_finished_trials(
         process.send_signal(sent)
     process.communicate(timeout=120)
     assert process.returncode == status, errors.read_text()[-4000:]
+    assert "Traceback" not in errors.read_text(), errors.read_text()[-4000:]
     assert [line for line in errors.read_text().splitlines() if line.startswith("sdm tune:")] == [
         f"sdm tune: stopped ({cause}); the finished trials are kept; rerun the same command to "
         "continue"]
     study = optuna.load_study(study_name="study", storage=f"sqlite:///{folder / C.STUDY_DATABASE}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+
+
+def test_sigterm_stops_the_worker_processes_and_fails_their_trials(
+        cub_root, tmp_path, tiny_overrides):
+    """SIGTERM to ``sdm tune --workers 2`` (``kill PID``) while each worker is held in a trial
+    (tests/killable_train.py): the workers end with it and mark their trials failed (none is
+    left running), one line from the command, no traceback, exit status 143."""
+    command = tune_command(cub_root, tmp_path, tiny_overrides, 4, "--workers", "2",
+                           program=(str(KILLABLE), "step:1:2"))
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stream:
+        process = subprocess.Popen(command, env={**subprocess_env(), WORKERS_STOP: "step:1:2"},
+                                   stdout=subprocess.PIPE, stderr=stream, text=True,
+                                   start_new_session=True)
+    # A hung run ends the wait below: its process group holds it, its workers and their
+    # resource tracker (which keeps the stdout pipe open).
+    watchdog = threading.Timer(600, os.killpg, (process.pid, signal.SIGKILL))
+    watchdog.start()
+    try:
+        held = 0
+        for line in process.stdout:  # each worker announces its held trial here
+            held += line.count("STOPPED step:1:2")
+            if held == 2:
+                break
+        assert held == 2, errors.read_text()[-4000:]
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=300)
+        workers_left = _group_workers(process.pid)
+    finally:
+        watchdog.cancel()
+        with contextlib.suppress(ProcessLookupError):  # left running only if the test failed
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+    stderr = errors.read_text()
+    assert process.returncode == 143, stderr[-4000:]
+    assert workers_left == []
+    assert "Traceback" not in stderr, stderr[-4000:]
+    assert [line for line in stderr.splitlines() if line.startswith("sdm tune:")] == [
+        "sdm tune: stopped (SIGTERM); the finished trials are kept; rerun the same command to "
+        "continue"]
+    folder = tmp_path / "exp" / "study"
+    study = optuna.load_study(study_name="study", storage=f"sqlite:///{folder / C.STUDY_DATABASE}")
+    assert sorted(t.state.name for t in study.trials) == ["FAIL", "FAIL"]
+
+
+def _group_workers(group: int) -> list[int]:
+    """The multiprocessing workers (spawned) still running in process group ``group``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) == group and \
+                    b"spawn_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (ProcessLookupError, FileNotFoundError):
+            continue  # ended meanwhile
+    return found
 
 
 def test_a_pruned_trial_says_where_it_was_stopped(cub_root, tmp_path, tiny_overrides,

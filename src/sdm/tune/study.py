@@ -21,6 +21,7 @@ params), its ``objective`` and state (see ``sdm.engine.tracking.StudyTracking``)
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import statistics
 import sys
@@ -43,7 +44,7 @@ from sdm import storage
 from sdm.config import ConfigError, ExperimentConfig, load_config, override, to_yaml
 from sdm.engine.tracking import FINISHED as TRACKED_FINISHED
 from sdm.engine.tracking import StudyTracking, exit_status
-from sdm.interrupts import Terminated, sigterm_interrupts
+from sdm.interrupts import Terminated, sigterm_interrupts, stop_status
 from sdm.tune.space import load_space
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -131,19 +132,43 @@ def run_worker(request: TuneRequest, name: str, url: str, worker: int, trials: i
     if trials <= 0:
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _StopWithoutTraceback) for f in handler.filters):
+            handler.addFilter(_StopWithoutTraceback())
     study = _load_study(request, name, url, worker)
     space = load_space(request.spaces, request.config_files, request.overrides)
     _, folder = study_folder(request)
     tracking = StudyTracking(folder, name, load_config(request.config_files, request.overrides),
                              create=False)
-    with sigterm_interrupts():  # a worker stopped by SIGTERM fails its trial as Ctrl-C does
-        study.optimize(lambda trial: _objective(trial, request, space, folder, tracking),
-                       n_trials=trials, gc_after_trial=True)
+    study.optimize(lambda trial: _objective(trial, request, space, folder, tracking),
+                   n_trials=trials, gc_after_trial=True)
+
+
+class _StopWithoutTraceback(logging.Filter):
+    """Optuna logs a trial failed by Ctrl-C or SIGTERM with the interrupt's traceback; a stop is
+    not a bug, so its record keeps the one line saying which trial failed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _worker_process(request: TuneRequest, name: str, url: str, worker: int,
+                    trials: int) -> None:
+    """``run_worker`` as a worker process: Ctrl-C, or SIGTERM from the stopped command, fails
+    the trial in progress (as in one process) and ends the worker quietly with its exit status;
+    the command prints the one line."""
+    with sigterm_interrupts():
+        try:
+            run_worker(request, name, url, worker, trials)
+        except KeyboardInterrupt as interrupt:
+            sys.exit(stop_status(interrupt))
 
 
 def _run_workers(request: TuneRequest, name: str, url: str, shares: list[int]) -> None:
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=run_worker, args=(request, name, url, i, share),
+    processes = [context.Process(target=_worker_process, args=(request, name, url, i, share),
                                  name=f"sdm-tune-worker-{i}")
                  for i, share in enumerate(shares) if share > 0]
     for process in processes:
