@@ -307,5 +307,6 @@ def main(argv: Sequence[str] | None = None) -> int:
               "rerun the same command to resume", file=sys.stderr)
         return stop_status(interrupt)
 
+
 if __name__ == "__main__":
     sys.exit(main())
