@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from sdm.report import COLUMNS, format_mean_std, paper_results
-from sdm.studies import load_plan
+from sdm.study_plan import load_plan
 from sdm.study_report import (
     ArmSummary,
     MeanStd,

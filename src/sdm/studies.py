@@ -1,8 +1,7 @@
-"""Studies as data: a plan of named arms run over seeds, with a committed ledger.
+"""Running a study: a plan of named arms (``sdm.study_plan``) run over seeds, with a committed
+ledger.
 
-A plan (YAML, see ``exp_configs/studies/``) names its datasets (config layers), losses (a base
-config each), arms (config layers and overrides on top) and steps (which arms of which dataset
-and loss, in priority order). ``run_study`` trains, tests and records every run of the plan in
+``run_study`` trains, tests and records every run of the plan in
 order, seed by seed within a step, so that all arms of a step have seed 0 before any has seed
 1. A run is one experiment folder (interrupted runs resume from it); a finished run's numbers
 go into the ledger (JSON, written atomically, committed with the repository), and a run in the
@@ -17,190 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from sdm import constants as C
 from sdm import storage
-from sdm.config import ConfigError, load_config, yaml_error
+from sdm.config import load_config
 from sdm.errors import UserInputError
+from sdm.study_plan import PlannedRun, StudyPlan
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
-
     from sdm.engine.experiment import ExperimentFolder
 
 TIMING_FILE = "study_seconds.json"
-COST_AXES = ("step", "compute")  # the gain/cost plot's x axis (StudyPlan.cost_axis)
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One setting compared in a study: config layers and overrides over a dataset and loss.
-
-    ``step_cost``: the arm's training step cost in baseline steps, used by the report instead
-    of the plan's step-cost file (a cost measured elsewhere, or the one a finished study was
-    reported with); None: looked up in the file."""
-
-    name: str
-    label: str
-    layers: tuple[Path, ...] = ()
-    overrides: tuple[str, ...] = ()
-    step_cost: float | None = None
-
-
-@dataclass(frozen=True)
-class Step:
-    """The arms of one (dataset, loss) to run, each over ``seeds``."""
-
-    dataset: str
-    loss: str
-    arms: tuple[str, ...]
-    seeds: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class StudyPlan:
-    """A study: its runs are every step's (dataset, loss, arm, seed). Paths are absolute.
-
-    ``long_baseline`` (ledger, arm): where the compute table finds the baseline trained longer
-    than the plan's own, whose validation curve it cuts at each arm's compute (same dataset,
-    loss and seed; default: the plan's baseline). ``arm_order``: the order of each (dataset,
-    loss)'s arms in the report, "steps" (as the steps first name them) or "declared" (as
-    ``arms`` lists them). ``cost_axis``: the x axis of the report's gain/cost plot, "step"
-    (an arm's step cost) or "compute" (its compute to the end of training relative to the
-    baseline's, paired by seed: fairer for runs trained to convergence, which stop at
-    different epochs). ``notes``: a paragraph the report prints under its title."""
-
-    name: str
-    ledger: Path
-    experiments_root: Path
-    baseline: str
-    datasets: dict[str, tuple[Path, ...]]
-    losses: dict[str, dict[str, Path]]
-    arms: dict[str, Arm]
-    steps: tuple[Step, ...]
-    overrides: tuple[str, ...] = ()
-    step_costs: Path | None = None
-    long_baseline: tuple[Path, str] | None = None
-    arm_order: str = "steps"
-    cost_axis: str = "step"
-    notes: str = ""
-
-    def runs(self, steps: Collection[int] | None = None) -> list[PlannedRun]:
-        """Every run in run order (step by step, seed by seed within a step, arms as the
-        step lists them), each once, under the first step that names it; ``steps``: only
-        the runs of these steps (1-based)."""
-        found: dict[str, PlannedRun] = {}
-        for number, step in enumerate(self.steps, start=1):
-            if steps is not None and number not in steps:
-                continue
-            for seed in step.seeds:
-                for arm in step.arms:
-                    run = PlannedRun(number, step.dataset, step.loss, arm, seed)
-                    found.setdefault(run.name, run)
-        return list(found.values())
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    """One run of a plan: the step (1-based) that runs it, and its dataset, loss, arm and
-    seed."""
-
-    step: int
-    dataset: str
-    loss: str
-    arm: str
-    seed: int
-
-    @property
-    def name(self) -> str:
-        """The run's name: its experiment folder and its key in the ledger."""
-        return run_name(self.dataset, self.loss, self.arm, self.seed)
-
-
-def run_name(dataset: str, loss: str, arm: str, seed: int) -> str:
-    return f"{dataset}_{loss}_{arm}_seed{seed}"
-
-
-def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
-    """The plan in YAML file ``path``. Config layers are relative to the plan's file; the
-    ledger, experiments root and step-cost file relative to ``root`` (the repository).
-    ``ConfigError`` naming the key for anything missing or inconsistent."""
-    path, root = Path(path), Path(root)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise yaml_error(path, error) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"study plan {path} must be a mapping of keys")
-    missing = [key for key in ("name", "ledger", "baseline", "datasets", "losses", "arms",
-                               "steps") if key not in data]
-    if missing:
-        raise ConfigError(f"study plan {path} lacks {', '.join(missing)}")
-    here = path.parent
-
-    def layers(items: Any) -> tuple[Path, ...]:
-        return tuple((here / item).resolve() for item in items or ())
-
-    arms = {name: Arm(name, str(spec.get("label", name)), layers(spec.get("layers")),
-                      tuple(spec.get("overrides") or ()), _step_cost(spec, name, path))
-            for name, spec in data["arms"].items()}
-    default_seeds = tuple(data.get("seeds", (0,)))
-    steps = tuple(Step(step["dataset"], step["loss"], tuple(step["arms"]),
-                       tuple(step.get("seeds", default_seeds))) for step in data["steps"])
-    plan = StudyPlan(
-        name=data["name"], ledger=root / data["ledger"],
-        experiments_root=root / data.get("experiments_root", f"experiments/{data['name']}"),
-        baseline=data["baseline"],
-        datasets={name: layers(files) for name, files in data["datasets"].items()},
-        losses={dataset: {loss: (here / file).resolve() for loss, file in losses.items()}
-                for dataset, losses in data["losses"].items()},
-        arms=arms, steps=steps, overrides=tuple(data.get("overrides") or ()),
-        step_costs=root / data["step_costs"] if data.get("step_costs") else None,
-        long_baseline=(root / data["long_baseline"]["ledger"], data["long_baseline"]["arm"])
-        if data.get("long_baseline") else None,
-        arm_order=str(data.get("arm_order", "steps")),
-        cost_axis=str(data.get("cost_axis", "step")), notes=str(data.get("notes", "")))
-    _check_plan(plan, path)
-    return plan
-
-
-def _step_cost(spec: dict, arm: str, path: Path) -> float | None:
-    cost = spec.get("step_cost")
-    if cost is None:
-        return None
-    if isinstance(cost, bool) or not isinstance(cost, int | float) or cost <= 0:
-        raise ConfigError(f"study plan {path}: arm {arm!r}: step_cost must be a positive "
-                          f"number of baseline steps, not {cost!r}")
-    return float(cost)
-
-
-def _check_plan(plan: StudyPlan, path: Path) -> None:
-    if plan.arm_order not in ("steps", "declared"):
-        raise ConfigError(f"study plan {path}: arm_order must be steps or declared, not "
-                          f"{plan.arm_order!r}")
-    if plan.cost_axis not in COST_AXES:
-        raise ConfigError(f"study plan {path}: cost_axis must be step or compute, not "
-                          f"{plan.cost_axis!r}")
-    if plan.baseline not in plan.arms:
-        raise ConfigError(f"study plan {path}: baseline {plan.baseline!r} is not an arm")
-    for step in plan.steps:
-        if step.dataset not in plan.datasets:
-            raise ConfigError(f"study plan {path}: step dataset {step.dataset!r} is not one of "
-                              f"{', '.join(plan.datasets)}")
-        if step.loss not in plan.losses.get(step.dataset, {}):
-            raise ConfigError(f"study plan {path}: no loss {step.loss!r} for dataset "
-                              f"{step.dataset!r} under losses")
-        unknown = [arm for arm in step.arms if arm not in plan.arms]
-        if unknown:
-            raise ConfigError(f"study plan {path}: unknown arms {', '.join(map(str, unknown))}"
-                              f"; arms are {', '.join(plan.arms)} (quote a name YAML reads "
-                              "as a boolean, such as \"off\")")
-    for file in [*(f for files in plan.datasets.values() for f in files),
-                 *(f for losses in plan.losses.values() for f in losses.values()),
-                 *(f for arm in plan.arms.values() for f in arm.layers)]:
-        if not file.is_file():
-            raise ConfigError(f"study plan {path}: config layer {file} does not exist")
 
 
 def run_config(plan: StudyPlan, run: PlannedRun, *, dataset_root: str | Path | None = None,

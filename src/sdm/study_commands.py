@@ -49,7 +49,8 @@ def _run(args: argparse.Namespace) -> int:
     import sdm.doc_tables
     import sdm.study_report  # noqa: F401
     from sdm.interrupts import stop_cause, stop_status
-    from sdm.studies import load_plan, run_study
+    from sdm.studies import run_study
+    from sdm.study_plan import load_plan
 
     plan = load_plan(args.plan, args.root)
     try:
@@ -66,14 +67,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sdm.studies import load_plan
+    from sdm.study_plan import load_plan
 
     print(_write_report(load_plan(args.plan, args.root), args.root))
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    from sdm.studies import load_plan, run_states
+    from sdm.studies import run_states
+    from sdm.study_plan import load_plan
 
     plan = load_plan(args.plan, args.root)
     states = run_states(plan)

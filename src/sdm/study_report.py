@@ -28,7 +28,8 @@ from sdm.report import (
     plot_paired_differences,
     seed_table,
 )
-from sdm.studies import StudyPlan, read_ledger, run_name
+from sdm.studies import read_ledger
+from sdm.study_plan import StudyPlan, run_name
 
 SEPARATED_MAP = f"{C.SEPARATED}_{C.MAP_AT_R}"
 CONCATENATED_MAP = f"{C.CONCATENATED}_{C.MAP_AT_R}"

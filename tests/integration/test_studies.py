@@ -1,7 +1,6 @@
 """The study runner (sdm.studies) and its report (sdm.study_report): plans, run order, the
 ledger a fresh checkout continues, and the report's arithmetic on hand-made ledgers."""
 
-import dataclasses
 import json
 import re
 import signal
@@ -10,12 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import TINY_TRAINING
 from sdm import storage
 from sdm.config import ConfigError
 from sdm.errors import UserInputError
-from sdm.studies import load_plan, read_ledger, run_name, run_study
+from sdm.studies import read_ledger, run_study
+from sdm.study_plan import load_plan, run_name
 from sdm.study_report import (
     arm_step_cost,
     baseline_cut,
@@ -79,10 +80,44 @@ def test_runs_go_seed_by_seed_within_a_step_and_each_run_once(tmp_path, cub_root
     ({"arms": {"off": {}, "late": {"step_cost": "7.7x"}}}, "step_cost must be a positive"),
     ({"arm_order": "alphabetical"}, "arm_order must be steps or declared, not 'alphabetical'"),
     ({"cost_axis": "wall"}, "cost_axis must be step or compute, not 'wall'"),
+    ({"arms": ["off", "late"]}, r"arms must be a mapping of names, not \['off', 'late'\]$"),
+    ({"steps": [{"dataset": "cub", "arms": ["off"]}]}, "step 1 lacks loss$"),
+    ({"steps": []}, r"steps must be a non-empty list, not \[\]$"),
+    ({"seeds": 3}, r"seeds must be a non-empty list of seeds \(integers from 0\), not 3$"),
+    ({"steps": [{"dataset": "cub", "loss": "ms", "arms": ["off"], "seeds": [-1]}]},
+     r"step 1: seeds must be a non-empty list of seeds \(integers from 0\), not \[-1\]$"),
+    ({"arm_oder": "declared"}, "the plan has unknown keys arm_oder; its keys are name, ledger, "),
+    ({"arms": {"off": {}, "late": {"layer": ["on.yaml"]}}},
+     "arm 'late' has unknown keys layer; its keys are label, layers, overrides, step_cost$"),
+    ({"arms": {"off": {}, "late": {"layers": "on.yaml"}}},
+     "arm 'late': layers must be a list of strings, not 'on.yaml'$"),
+    ({"overrides": "training.max_epochs=1"}, "overrides must be a list of strings"),
+    ({"long_baseline": {"ledger": "older.json"}}, "long_baseline lacks arm$"),
+    ({"losses": {"cub": ["base.yaml"]}}, r"losses: cub must be a mapping of names, not "),
 ])
 def test_a_bad_plan_is_a_clear_config_error(tmp_path, cub_root, change, message):
     with pytest.raises(ConfigError, match=message):
         load_plan(write_plan(tmp_path, cub_root, **change), tmp_path)
+
+
+def test_an_unquoted_off_or_a_missing_plan_is_one_line_naming_it(tmp_path, cub_root):
+    """YAML reads ``off`` as false: as an arm's name or the baseline, the error says to quote
+    it; ``sdm study`` prints a bad plan as one line with exit status 2."""
+    plan = json.loads(write_plan(tmp_path, cub_root).read_text())
+    plan["arms"] = {False: plan["arms"]["off"], "late": plan["arms"]["late"]}
+    (tmp_path / "unquoted.yaml").write_text(yaml.safe_dump(plan))
+    expected = ('a name under arms must be a string, not False (quote a name YAML reads as a '
+                'boolean, such as "off")')
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_plan(tmp_path / "unquoted.yaml", tmp_path)
+    for plan_file, message in [
+            (tmp_path / "unquoted.yaml", "a name under arms must be a string, not False"),
+            (tmp_path / "none.yaml", f"study plan {tmp_path / 'none.yaml'} does not exist")]:
+        shown = subprocess.run([sys.executable, "-m", "sdm", "study", "status", str(plan_file)],
+                               capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 2
+        [line] = shown.stderr.splitlines()
+        assert line.startswith("sdm study: error: study plan ") and message in line
 
 
 @pytest.mark.parametrize(("selection", "message"), [
@@ -262,12 +297,13 @@ def test_the_plan_of_the_development_page_uses_every_key_and_loads(tmp_path):
     import yaml
 
     from docs_examples import blocks
-    from sdm.studies import StudyPlan, run_config
+    from sdm.studies import run_config
+    from sdm.study_plan import OPTIONAL_KEYS, REQUIRED_KEYS
 
     page = REPOSITORY / "docs" / "development.md"
     [text] = [block for block in blocks(page, "yaml") if block.startswith("name: my_study")]
     documented = set(yaml.safe_load(text))
-    assert documented == {field.name for field in dataclasses.fields(StudyPlan)} | {"seeds"}
+    assert documented == {*REQUIRED_KEYS, *OPTIONAL_KEYS}
     (tmp_path / "studies").mkdir()
     (tmp_path / "studies" / "my_study.yaml").write_text(text)
     for shipped in ("icons", "ablation", "sdm_cheap.yaml"):
