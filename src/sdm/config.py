@@ -248,10 +248,27 @@ def _merge(base: DictConfig, layer: DictConfig) -> DictConfig:
         base = base.copy()
         base.loss.params = {}
         base.loss.miner_params = {}
+    _check_sections(base, layer)
     try:
         return OmegaConf.merge(base, layer)
     except (ConfigKeyError, ConfigAttributeError, ValidationError) as error:
         raise _explain(error, base) from None
+
+
+def _check_sections(base: DictConfig, layer: Any, prefix: str = "") -> None:
+    """ConfigError for a value in ``layer`` that is not a mapping where ``base`` has a section
+    of keys (``training: 3``, ``training=3``), which the merge would only call a wrong type."""
+    if not isinstance(layer, DictConfig):
+        return
+    for key, value in layer.items_ex(resolve=False):
+        section = base.get(key) if isinstance(base, DictConfig) and key in base else None
+        name = f"{prefix}{key}"
+        if isinstance(section, DictConfig) and not isinstance(value, DictConfig):
+            keys = sorted(section.keys())
+            raise ConfigError(f"config key '{name}' is a section of keys "
+                              f"({', '.join(keys) or 'any names'}), not {value!r}; set its "
+                              f"keys, e.g. {name}.{keys[0] if keys else 'NAME'}=VALUE")
+        _check_sections(section, value, f"{name}.")
 
 
 def load_config(

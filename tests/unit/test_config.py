@@ -12,6 +12,7 @@ from sdm.config import (
     ConfigError,
     ExperimentConfig,
     Range,
+    SDMConfig,
     config_difference,
     load_config,
     numeric_ranges,
@@ -58,6 +59,24 @@ def test_wrong_type_names_the_key_in_one_line():
         load_config(overrides=["training.batch_size=many"])
     assert str(raised.value) == ("wrong type for config key 'training.batch_size': Value 'many' "
                                  "of type 'str' could not be converted to Integer")
+
+
+def test_a_value_in_place_of_a_section_names_the_section_and_its_keys(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        load_config(overrides=["sdm=3"])
+    keys = sorted(field.name for field in fields(SDMConfig))
+    assert str(raised.value) == (f"config key 'sdm' is a section of keys ({', '.join(keys)}), "
+                                 f"not 3; set its keys, e.g. sdm.{keys[0]}=VALUE")
+    (tmp_path / "bad.yaml").write_text("loss: {name: contrastive, params: 0.5}\n")
+    with pytest.raises(ConfigError, match=r"^config key 'loss.params' is a section of keys "
+                                          r"\(any names\), not 0.5; set its keys, e.g. "
+                                          r"loss.params.NAME=VALUE$"):
+        load_config([tmp_path / "bad.yaml"])
+    (tmp_path / "empty.yaml").write_text("training:\n  # max_epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"^config key 'training' is a section .*, not None;"):
+        load_config([tmp_path / "empty.yaml"])
+    # a later override of one of its keys makes the section a mapping again
+    assert load_config(overrides=["training=3", "training.max_epochs=2"]).training.max_epochs == 2
 
 
 def test_semantic_checks():
