@@ -30,9 +30,9 @@ import torch
 from sdm import cli, storage
 from sdm.constants import LATEST_CHECKPOINT
 from sdm.engine import fold
+from training_helpers import WORKERS_STOP
 
 LATEST = Path(LATEST_CHECKPOINT).name
-WORKERS_STOP = "SDM_TEST_WORKERS_STOP"  # a STOP for the spawned worker processes too
 
 
 def stop_here(stop: str) -> None:

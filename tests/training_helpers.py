@@ -21,6 +21,8 @@ from sdm.models.trunks import build_trunk
 
 KILLABLE = Path(__file__).parent / "killable_train.py"
 TIMEOUT = 300  # seconds a held child may take before the test gives up on it
+# In a held command's environment: the STOP of the worker processes it spawns (killable_train.py)
+WORKERS_STOP = "SDM_TEST_WORKERS_STOP"
 
 
 def random_batchnorm_model(trunk_name: str, point: str = "stem", rate: float = 0.2,

@@ -18,9 +18,7 @@ from sdm import storage
 from sdm.cli import main
 from sdm.engine import parallel_folds as pf
 from sdm.engine.experiment import ExperimentFolder
-from training_helpers import KILLABLE, TIMEOUT, held_environment
-
-WORKERS_STOP = "SDM_TEST_WORKERS_STOP"  # tests/killable_train.py: the workers stop there too
+from training_helpers import KILLABLE, TIMEOUT, WORKERS_STOP, held_environment
 
 REPO = Path(__file__).resolve().parents[2]
 

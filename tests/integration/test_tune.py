@@ -20,9 +20,7 @@ from sdm.config import ConfigError, load_config
 from sdm.engine.experiment import ExperimentFolder
 from sdm.tune.space import PACKAGED_SPACES, distribution, load_space
 from sdm.tune.study import TuneRequest, open_storage, run_tune
-from training_helpers import KILLABLE
-
-WORKERS_STOP = "SDM_TEST_WORKERS_STOP"  # tests/killable_train.py: the workers stop there too
+from training_helpers import KILLABLE, WORKERS_STOP
 
 REPO = Path(__file__).resolve().parents[2]
 ONE_EPOCH = ("training.folds=[0]", "training.max_epochs=1", "training.iterations_per_epoch=2",
