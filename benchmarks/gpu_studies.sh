@@ -3,9 +3,10 @@
 # continues the ledgers):
 #   1. the step cost at every perturbation point of EfficientNet-Lite0 at 64 px (the studies'
 #      regime) on this GPU, T=8 batched (the engine's choice on CUDA), into the step-cost file;
-#   2. the convergence study (exp_configs/studies/convergence_study.yaml) on the GPU, in plan
-#      order (icons, multi-similarity: off and cheap over 3 seeds, then the paper setting),
-#      until the time limit; finished runs go into its ledger, an interrupted one resumes.
+#   2. the convergence study (exp_configs/studies/convergence_study.yaml) on the GPU: the
+#      paper setting's remaining runs (steps 4 and 5: 7.65x a baseline step on a CPU, so the
+#      runs a GPU helps most), until the time limit; finished runs go into its ledger, an
+#      interrupted one resumes. The cheaper arms continue on the CPU.
 # Needs data/icons (carry it: `make icons` builds it) and this package's dependencies.
 #   bash benchmarks/gpu_studies.sh [SECONDS]   # study time limit, default 420
 set -uo pipefail
@@ -23,9 +24,9 @@ timeout 120 "$PYTHON" benchmarks/sdm_cost.py --trunk efficientnet_lite0 --side 6
   --loss multi_similarity --device cuda --points --steps 10 --warmup 3 \
   --json benchmarks/results/sdm_cost_points.json
 
-echo "== 2. convergence study on cuda, ${LIMIT} s"
+echo "== 2. convergence study on cuda, the paper setting's runs, ${LIMIT} s"
 timeout --signal=TERM "$LIMIT" "$PYTHON" -m sdm study run \
-  exp_configs/studies/convergence_study.yaml --device cuda
+  exp_configs/studies/convergence_study.yaml --device cuda --steps 4 5
 "$PYTHON" -m sdm study report exp_configs/studies/convergence_study.yaml
 if [ -n "${OUT:-}" ]; then
   cp "$RESULT" benchmarks/results/sdm_cost_points.json "$OUT/"
