@@ -319,6 +319,19 @@ def test_the_plan_of_the_development_page_uses_every_key_and_loads(tmp_path):
     assert config.sdm.passes == 16
 
 
+def test_the_gpu_script_runs_every_paper_setting_run_not_yet_recorded():
+    """benchmarks/gpu_studies.sh names the convergence study's steps by number: they must stay
+    the paper setting's, and cover each of its runs the committed ledger lacks."""
+    script = (REPOSITORY / "benchmarks" / "gpu_studies.sh").read_text()
+    [numbers] = re.findall(r"convergence_study\.yaml --device cuda --steps ([\d ]+)\n", script)
+    plan = load_plan(PLANS / "convergence_study.yaml", REPOSITORY)
+    chosen = plan.runs([int(number) for number in numbers.split()])
+    assert chosen and {run.arm for run in chosen} == {"paper"}
+    recorded = read_ledger(plan)
+    missing = [run.name for run in plan.runs() if run.arm == "paper" and run.name not in recorded]
+    assert set(missing) <= {run.name for run in chosen}
+
+
 def test_the_baseline_cut_needs_the_baseline_trained_to_the_arms_compute():
     baseline = {0: entry("off", 0, 10.0, enabled=False, curve=[[0, 5.0], [4, 6.0], [5, 9.0]],
                          last_epoch=5)}
