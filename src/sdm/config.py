@@ -353,7 +353,10 @@ def _file_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[DictConfig]:
     if not isinstance(layer, DictConfig):
         raise ConfigError(f"config file {path} must hold a mapping, not a list")
     layers: list[DictConfig] = []
-    parents = layer.pop("defaults", [])
+    parents = layer.pop("defaults", None) or []
+    if not isinstance(parents, ListConfig | list):
+        raise ConfigError(f"config file {path}: defaults must be a list of config files, e.g. "
+                          f"defaults: [base.yaml], not {parents!r}")
     for parent in parents:
         layers += _file_layers(path.parent / str(parent), (*seen, path.resolve()))
     return [*layers, layer]

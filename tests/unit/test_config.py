@@ -40,6 +40,20 @@ def test_files_layer_in_order_with_defaults_and_overrides_last(tmp_path):
     assert config.sdm.enabled is True
 
 
+def test_defaults_must_list_files_and_may_not_loop(tmp_path):
+    (tmp_path / "base.yaml").write_text("training: {patience: 3}\n")
+    (tmp_path / "one.yaml").write_text("defaults: base.yaml\n")
+    with pytest.raises(ConfigError, match=re.escape(
+            f"config file {tmp_path / 'one.yaml'}: defaults must be a list of config files, "
+            "e.g. defaults: [base.yaml], not 'base.yaml'")):
+        load_config([tmp_path / "one.yaml"])
+    (tmp_path / "empty.yaml").write_text("defaults:\ntraining: {seed: 2}\n")
+    assert load_config([tmp_path / "empty.yaml"]).training.seed == 2
+    (tmp_path / "loop.yaml").write_text("defaults: [loop.yaml]\n")
+    with pytest.raises(ConfigError, match="include each other in a loop"):
+        load_config([tmp_path / "loop.yaml"])
+
+
 def test_unknown_key_lists_the_valid_keys(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_config(overrides=["training.pateince=3"])
