@@ -11,6 +11,7 @@ stopped. Tables and plots are made from the ledger alone (``sdm.study_report``).
 
 from __future__ import annotations
 
+import fcntl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from sdm.engine.experiment import ExperimentFolder
 
 TIMING_FILE = "study_seconds.json"
+LEDGER_LOCK = ".ledger.lock"  # in the experiments root: one process updates the ledger at a time
 
 
 def run_config(plan: StudyPlan, run: PlannedRun, *, dataset_root: str | Path | None = None,
@@ -144,12 +146,23 @@ def run_one(plan: StudyPlan, run: PlannedRun, *, dataset_root: str | Path | None
         experiment.evaluate(pretrained=False)
     entry = ledger_entry(experiment)
     entry.update(dataset=run.dataset, loss=run.loss, arm=run.arm, seed=run.seed)
-    ledger = read_ledger(plan)
-    ledger[run.name] = entry
-    storage.write_json(plan.ledger, ledger)
+    record(plan, run.name, entry)
     print(f"{config.name}: {entry['seconds']:.0f} s, test MAP@R separated "
           f"{entry['scores']['separated_mean_average_precision_at_r']:.2f}", flush=True)
     return entry
+
+
+def record(plan: StudyPlan, name: str, entry: dict) -> None:
+    """Adds ``entry`` to the plan's ledger under ``name``: read, updated and written (atomically)
+    under an exclusive lock (``flock`` on ``LEDGER_LOCK`` in the experiments root), so that
+    processes running parts of the same plan side by side (other seeds or steps, other
+    devices) never lose each other's entries."""
+    plan.experiments_root.mkdir(parents=True, exist_ok=True)
+    with open(plan.experiments_root / LEDGER_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        ledger = read_ledger(plan)
+        ledger[name] = entry
+        storage.write_json(plan.ledger, ledger)
 
 
 def ledger_entry(experiment: ExperimentFolder) -> dict:

@@ -2,6 +2,7 @@
 ledger a fresh checkout continues, and the report's arithmetic on hand-made ledgers."""
 
 import json
+import multiprocessing
 import re
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from conftest import TINY_TRAINING
 from sdm import storage
 from sdm.config import ConfigError
 from sdm.errors import UserInputError
-from sdm.studies import read_ledger, run_study
+from sdm.studies import read_ledger, record, run_study
 from sdm.study_plan import load_plan, run_name
 from sdm.study_report import (
     arm_step_cost,
@@ -505,6 +506,29 @@ def test_a_ledger_of_test_scores_alone_gets_its_tables_paired_by_seed(tmp_path, 
     assert "## Compute" not in text
     assert (tmp_path / "results" / "tiny.png").is_file()
     assert not (tmp_path / "results" / "tiny_cost.png").exists()
+
+
+def _record_many(plan, prefix: str, count: int, start) -> None:
+    start.wait()
+    for index in range(count):
+        record(plan, f"{prefix}{index}", {"scores": scores(float(index))})
+
+
+def test_studies_recording_side_by_side_keep_each_others_entries(tmp_path, cub_root):
+    """Two processes recording into one ledger at once (parts of a plan run side by side):
+    every entry of both is kept."""
+    plan = load_plan(write_plan(tmp_path, cub_root), tmp_path)
+    context = multiprocessing.get_context("fork")  # the children only write JSON
+    start = context.Event()
+    writers = [context.Process(target=_record_many, args=(plan, prefix, 100, start))
+               for prefix in ("a", "b")]
+    for writer in writers:
+        writer.start()
+    start.set()
+    for writer in writers:
+        writer.join(timeout=300)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+    assert sorted(read_ledger(plan)) == sorted(f"{p}{i}" for p in "ab" for i in range(100))
 
 
 def test_a_run_in_the_ledger_is_never_run_again(tmp_path, cub_root, monkeypatch):
