@@ -69,6 +69,13 @@ def run_states(plan: StudyPlan) -> list[RunState]:
             for run in plan.runs()]
 
 
+def unplanned_entries(plan: StudyPlan) -> list[str]:
+    """The ledger's entries that are no run of the plan (an arm, loss or seed renamed or
+    removed from it), sorted: the report leaves them out."""
+    planned = {run.name for run in plan.runs()}
+    return sorted(name for name in read_ledger(plan) if name not in planned)
+
+
 def _run_state(run: PlannedRun, entry: dict | None, folder: Path) -> RunState:
     step, name = run.step, run.name
     if entry is not None:

@@ -74,7 +74,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from sdm.studies import run_states
+    from sdm.studies import run_states, unplanned_entries
     from sdm.study_plan import load_plan
 
     plan = load_plan(args.plan, args.root)
@@ -88,6 +88,10 @@ def _status(args: argparse.Namespace) -> int:
     for run in states:
         detail = f": {run.detail}" if run.detail else ""
         print(f"step {run.step:<3} {run.name:<{width}}  {run.state}{detail}")
+    unplanned = unplanned_entries(plan)
+    if unplanned:
+        print(f"{len(unplanned)} ledger entries are no run of this plan (an arm, loss or seed "
+              f"renamed or removed?), and the report leaves them out: {', '.join(unplanned)}")
     return 0
 
 

@@ -554,7 +554,9 @@ def test_status_names_each_run_in_run_order_with_what_its_ledger_or_folder_shows
         {"dataset": "cub", "loss": "ms", "arms": ["off", "late"]},
         {"dataset": "cub", "loss": "ms", "arms": ["late"], "seeds": [2]}])
     storage.write_json(tmp_path / "results" / "tiny.json",
-                       {"cub_ms_off_seed0": entry("off", 0, 12.5)})
+                       {"cub_ms_off_seed0": entry("off", 0, 12.5),
+                        "cub_ms_early_seed0": entry("early", 0, 11.0),
+                        "cub_ms_off_seed9": entry("off", 9, 10.0)})
     runs = tmp_path / "runs"
     (runs / "cub_ms_late_seed0" / "results").mkdir(parents=True)
     (runs / "cub_ms_late_seed0" / "results" / "test_results.json").write_text("{}")
@@ -571,7 +573,9 @@ def test_status_names_each_run_in_run_order_with_what_its_ledger_or_folder_shows
         "step 1   cub_ms_late_seed0  trained: tested; the next run of the plan records it",
         "step 1   cub_ms_off_seed1   started: fold_0 validated to epoch 1, fold_1 done",
         "step 1   cub_ms_late_seed1  to run",
-        "step 2   cub_ms_late_seed2  to run"]
+        "step 2   cub_ms_late_seed2  to run",
+        "2 ledger entries are no run of this plan (an arm, loss or seed renamed or removed?), "
+        "and the report leaves them out: cub_ms_early_seed0, cub_ms_off_seed9"]
 
 
 # ----- the committed studies: their plans and converted ledgers ----------------------------
