@@ -113,7 +113,7 @@ def test_sigterm_stops_the_fold_workers_with_one_line_and_a_rerun_finishes(
     """SIGTERM to ``sdm train --devices cpu,cpu`` (``kill PID``) while both workers train (each
     held after its step 2, as its log announces): the workers end with it, no orphan is left,
     one line and exit status 143; the rerun trains both folds to the end."""
-    overrides = tiny_overrides(cub_root, tmp_path, "run")
+    overrides = tiny_overrides(cub_root, tmp_path, "run", "training.max_epochs=1")
     command = ["train", "--devices", "cpu,cpu", *overrides]
     environment = {**held_environment(), WORKERS_STOP: "step:1:2"}
     errors = tmp_path / "stderr.txt"
