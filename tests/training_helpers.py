@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -128,3 +129,30 @@ def held(command: list[str], stop: str, stderr: Any) -> Iterator[subprocess.Pope
         if job.poll() is None:
             job.kill()
             job.wait()
+
+
+@contextlib.contextmanager
+def own_process_group(command: list[str], environment: dict[str, str],
+                      stderr: Path) -> Iterator[subprocess.Popen]:
+    """``command`` started in a process group of its own, its stdout a pipe and its stderr into
+    the file ``stderr``. The whole group (the command, the workers it spawned, their resource
+    tracker, which keeps the stdout pipe open) is SIGKILLed by a watchdog after ``TIMEOUT``,
+    which ends any wait on it, and when the block ends if anything of it still runs."""
+    with stderr.open("w") as stream:
+        job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stream, text=True,
+                               env=environment, start_new_session=True)
+    watchdog = threading.Timer(TIMEOUT, _kill_group, (job.pid,))
+    watchdog.start()
+    try:
+        yield job
+    finally:
+        watchdog.cancel()
+        _kill_group(job.pid)
+        job.wait()
+        assert job.stdout is not None
+        job.stdout.close()
+
+
+def _kill_group(group: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)

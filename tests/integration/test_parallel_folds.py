@@ -1,12 +1,10 @@
 """`sdm train --devices`: folds in separate worker processes, one per device."""
 
-import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +16,13 @@ from sdm import storage
 from sdm.cli import main
 from sdm.engine import parallel_folds as pf
 from sdm.engine.experiment import ExperimentFolder
-from training_helpers import KILLABLE, TIMEOUT, WORKERS_STOP, held_environment
+from training_helpers import (
+    KILLABLE,
+    TIMEOUT,
+    WORKERS_STOP,
+    held_environment,
+    own_process_group,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -117,16 +121,9 @@ def test_sigterm_stops_the_fold_workers_with_one_line_and_a_rerun_finishes(
     command = ["train", "--devices", "cpu,cpu", *overrides]
     environment = {**held_environment(), WORKERS_STOP: "step:1:2"}
     errors = tmp_path / "stderr.txt"
-    with errors.open("w") as stream:
-        job = subprocess.Popen([sys.executable, str(KILLABLE), "step:1:2", *command],
-                               stdout=subprocess.PIPE, stderr=stream, text=True,
-                               env=environment, start_new_session=True)
-    # A hung job ends the waits below: its process group holds it, its workers and their
-    # resource tracker (which keeps the stdout pipe open).
-    watchdog = threading.Timer(TIMEOUT, os.killpg, (job.pid, signal.SIGKILL))
-    watchdog.start()
     workers: dict[int, Path] = {}
-    try:
+    with own_process_group([sys.executable, str(KILLABLE), "step:1:2", *command], environment,
+                           errors) as job:
         for line in job.stdout:
             started = re.match(r"fold (\d): started on cpu \(pid (\d+)\), log (.+)$", line)
             if started:
@@ -142,12 +139,6 @@ def test_sigterm_stops_the_fold_workers_with_one_line_and_a_rerun_finishes(
         job.send_signal(signal.SIGTERM)
         job.wait(timeout=TIMEOUT)
         orphans = [pid for pid in workers if _alive(pid)]
-    finally:
-        watchdog.cancel()
-        with contextlib.suppress(ProcessLookupError):  # left running only if the test failed
-            os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
-        job.stdout.close()
     stderr = errors.read_text()
     assert job.returncode == 143, stderr[-4000:]
     assert orphans == [], "fold workers outlived the stopped command"

@@ -1,11 +1,9 @@
 """`sdm tune`: search spaces, seeded studies, best.yaml, SIGKILL recovery, parallel workers."""
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from sdm.config import ConfigError, load_config
 from sdm.engine.experiment import ExperimentFolder
 from sdm.tune.space import PACKAGED_SPACES, distribution, load_space
 from sdm.tune.study import TuneRequest, open_storage, run_tune
-from training_helpers import KILLABLE, WORKERS_STOP
+from training_helpers import KILLABLE, WORKERS_STOP, own_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 ONE_EPOCH = ("training.folds=[0]", "training.max_epochs=1", "training.iterations_per_epoch=2",
@@ -264,15 +262,8 @@ def test_sigterm_stops_the_worker_processes_and_fails_their_trials(
     command = tune_command(cub_root, tmp_path, tiny_overrides, 4, "--workers", "2",
                            program=(str(KILLABLE), "step:1:2"))
     errors = tmp_path / "stderr.txt"
-    with errors.open("w") as stream:
-        process = subprocess.Popen(command, env={**subprocess_env(), WORKERS_STOP: "step:1:2"},
-                                   stdout=subprocess.PIPE, stderr=stream, text=True,
-                                   start_new_session=True)
-    # A hung run ends the wait below: its process group holds it, its workers and their
-    # resource tracker (which keeps the stdout pipe open).
-    watchdog = threading.Timer(600, os.killpg, (process.pid, signal.SIGKILL))
-    watchdog.start()
-    try:
+    with own_process_group(command, {**subprocess_env(), WORKERS_STOP: "step:1:2"},
+                           errors) as process:
         held = 0
         for line in process.stdout:  # each worker announces its held trial here
             held += line.count("STOPPED step:1:2")
@@ -282,12 +273,6 @@ def test_sigterm_stops_the_worker_processes_and_fails_their_trials(
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=300)
         workers_left = _group_workers(process.pid)
-    finally:
-        watchdog.cancel()
-        with contextlib.suppress(ProcessLookupError):  # left running only if the test failed
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        process.stdout.close()
     stderr = errors.read_text()
     assert process.returncode == 143, stderr[-4000:]
     assert workers_left == []
