@@ -140,7 +140,7 @@ def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
 
     arms = {}
     for name, spec in shape.mapping(data["arms"], "arms").items():
-        where = f"arm {shape.name(name, 'arm name')!r}"
+        where = f"arm {name!r}"
         spec = {} if spec is None else spec
         shape.keys(spec, (), ARM_KEYS, where)
         arms[name] = Arm(name, str(spec.get("label", name)),
@@ -159,13 +159,13 @@ def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
     long_baseline = data.get("long_baseline")
     if long_baseline is not None:
         shape.keys(long_baseline, ("ledger", "arm"), (), "long_baseline")
-    name = shape.name(data["name"], "name")
+    name = shape.text(data["name"], "name")
     plan = StudyPlan(
         name=name, ledger=root / shape.text(data["ledger"], "ledger"),
         experiments_root=root / shape.text(data.get("experiments_root", f"experiments/{name}"),
                                            "experiments_root"),
-        baseline=shape.name(data["baseline"], "baseline"),
-        datasets={shape.name(dataset, "dataset name"): layers(files, f"datasets: {dataset}")
+        baseline=shape.text(data["baseline"], "baseline"),
+        datasets={dataset: layers(files, f"datasets: {dataset}")
                   for dataset, files in shape.mapping(data["datasets"], "datasets").items()},
         losses={dataset: {loss: (here / shape.text(file, f"losses: {dataset}: {loss}")).resolve()
                           for loss, file in shape.mapping(losses, f"losses: {dataset}").items()}
@@ -175,7 +175,7 @@ def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
         step_costs=root / shape.text(data["step_costs"], "step_costs")
         if data.get("step_costs") else None,
         long_baseline=(root / shape.text(long_baseline["ledger"], "long_baseline: ledger"),
-                       shape.name(long_baseline["arm"], "long_baseline: arm"))
+                       shape.text(long_baseline["arm"], "long_baseline: arm"))
         if long_baseline is not None else None,
         arm_order=str(data.get("arm_order", "steps")),
         cost_axis=str(data.get("cost_axis", "step")), notes=str(data.get("notes", "")))
@@ -199,7 +199,7 @@ class _Shape:
         if not isinstance(value, dict):
             raise self.fail(where, "a mapping of names", value)
         for key in value:
-            self.name(key, f"a name under {where}")
+            self.text(key, f"a name under {where}")
         return value
 
     def keys(self, value: Any, required: tuple[str, ...], optional: tuple[str, ...],
@@ -226,9 +226,6 @@ class _Shape:
         if not isinstance(value, str) or not value:
             raise self.fail(where, "a string", value)
         return value
-
-    def name(self, value: Any, where: str) -> str:
-        return self.text(value, where)
 
     def texts(self, value: Any, where: str) -> list[str]:
         """A list of strings (None: empty)."""

@@ -102,6 +102,11 @@ def best_validation(entry: dict, last_epoch: float | None = None) -> float:
 CURVE_KEYS = ("validation", "best_epoch", "last_epoch", "iterations_per_epoch")
 
 
+def has_curves(*entries: dict) -> bool:
+    """Whether every entry records its validation curves and epochs (``CURVE_KEYS``)."""
+    return all(key in entry for entry in entries for key in CURVE_KEYS)
+
+
 def compute_table(plan: StudyPlan, groups: Groups, costs: list[dict]) -> str:
     """Per arm with validation curves: step cost, epochs run and to the best epoch, compute
     (steps x step cost, in baseline steps), wall-clock seconds and their ratio to the
@@ -114,7 +119,7 @@ def compute_table(plan: StudyPlan, groups: Groups, costs: list[dict]) -> str:
         cut_from = long_baseline_runs(plan, dataset, loss, arms)
         for arm, per_seed in arms.items():
             entries = list(per_seed.values())
-            if not all(key in e for e in entries for key in CURVE_KEYS):
+            if not has_curves(*entries):
                 continue
             cost = arm_step_cost(plan, arm, entries[0], costs)
             epochs = [_mean_over_folds(e["last_epoch"]) for e in entries]
@@ -162,7 +167,7 @@ def cost_point(plan: StudyPlan, arm: str, per_seed: dict[int, dict],
     ratios = [training_compute(entry, cost) / training_compute(baseline[seed], base_cost)
               for seed, entry in per_seed.items()
               if seed in baseline and base_cost is not None
-              and all(key in e for e in (entry, baseline[seed]) for key in CURVE_KEYS)]
+              and has_curves(entry, baseline[seed])]
     return statistics.fmean(ratios) if ratios else None
 
 
@@ -343,9 +348,9 @@ def arm_summaries(plan: StudyPlan) -> list[ArmSummary]:
             cost = arm_step_cost(plan, arm, entries[0], costs)
             paired = {} if arm == plan.baseline else paired_differences(
                 {seed: e["scores"] for seed, e in per_seed.items()}, base)
-            has_curves = all(key in e for e in entries for key in CURVE_KEYS)
+            curves = has_curves(*entries)
             cut = None if arm == plan.baseline or _is_long_baseline(plan, arm) or \
-                not has_curves else baseline_cut(per_seed, cut_from, cost)
+                not curves else baseline_cut(per_seed, cut_from, cost)
             found.append(ArmSummary(
                 dataset, loss, arm, plan.arms[arm].label, len(per_seed), cost,
                 _paired_mean(paired, SEPARATED_MAP), _paired_mean(paired, CONCATENATED_MAP),
