@@ -173,6 +173,24 @@ def test_a_cache_built_at_one_size_serves_only_that_size(tmp_path, capsys):
     assert at_256.load_image(0).size == (80, 100)
 
 
+def test_data_check_reports_the_cache_of_the_size_it_is_given(tmp_path, capsys):
+    root = make_sop_tree(tmp_path, num_classes=8, per_class=2, size=(80, 100))
+    argv = ["--dataset-root", str(root), "--allow-partial"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the counts of the tiny SOP
+        assert run_data_command("cache", "sop", "--size", "64", *argv) == 0
+        capsys.readouterr()
+        reports = {}
+        for size in ("64", "256", None):
+            assert run_data_command("check", "sop", *argv, *(["--size", size] if size else [])) == 0
+            [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("files")]
+            reports[size] = line
+    below = f"files below: {root / 'Stanford_Online_Products'}"
+    assert reports["64"] == f"{below} (resized cache at 64 px in use)"
+    assert reports["256"] == reports[None] == (
+        f"{below} (no resized cache at 256 px in use; `sdm data cache sop --size 256` builds one)")
+
+
 def test_inshop_cache_keeps_the_partition(tmp_path):
     root = make_inshop_tree(tmp_path, num_train_items=4, num_test_items=2, per_item=2)
     with warnings.catch_warnings():

@@ -107,7 +107,7 @@ class FileImageDataset(ImageDataset):
     `source_root` is the folder that `paths` are relative to in the resized cache (default:
     their common folder). With `cache_dir`, a valid resized cache there (built with shorter
     side `cache_size` pixels) is used instead of the originals (see sdm.data.cache); its
-    validity is checked once, here.
+    validity is checked once, here. `cache_size` is kept: the size the cache was looked for at.
     """
 
     def __init__(
@@ -129,6 +129,7 @@ class FileImageDataset(ImageDataset):
         if source_root is None and self.paths:
             source_root = Path(_common_folder(self.paths))
         self.source_root = Path(source_root) if source_root is not None else None
+        self.cache_size = cache_size
         self.cached_paths: list[Path] | None = None
         if cache_dir is not None and self.paths:
             self.cached_paths = cached_image_paths(

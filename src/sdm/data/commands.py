@@ -48,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_root_argument(check)
     check.add_argument("--path", help="the image folder (folder) or CSV file (csv)")
     check.add_argument("--allow-partial", action="store_true", help="accept wrong counts")
+    _add_size_argument(check, "the resized cache to look for: the one built at this shorter "
+                              "side, the configured transform.resize")
     check.add_argument(
         "--verify-images", action="store_true", help="decode every image (slow on full sets)"
     )
@@ -64,12 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     cache.add_argument("name", choices=CACHEABLE_DATASETS)
     _add_root_argument(cache)
-    cache.add_argument(
-        "--size",
-        type=whole_number_at_least(MIN_IMAGE_SIZE),
-        default=RESIZE,
-        help=f"shorter side in pixels, the pipelines' resize (default {RESIZE})",
-    )
+    _add_size_argument(cache, "shorter side in pixels, the pipelines' resize")
     cache.add_argument("--allow-partial", action="store_true", help="accept wrong counts")
     cache.add_argument("--workers", type=whole_number_at_least(1), default=2,
                        help="resizing threads (default 2)")
@@ -92,9 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_check(args: argparse.Namespace) -> int:
     """Print images, classes, per-class counts and split sizes of a dataset."""
     try:
-        dataset = load_dataset(
-            args.name, args.dataset_root, path=args.path, allow_partial=args.allow_partial
-        )
+        dataset = load_dataset(args.name, args.dataset_root, path=args.path,
+                               allow_partial=args.allow_partial, cache_size=args.size)
     except (ValueError, OSError) as error:  # DatasetError, or the glyph archive's loader
         return _fail(args, error)
     print(describe_dataset(dataset))
@@ -123,8 +119,7 @@ def describe_dataset(dataset: ImageDataset) -> str:
         f"images per class: min {counts.min()}, max {counts.max()}",
     ]
     if isinstance(dataset, FileImageDataset):
-        cache = "in use" if dataset.uses_cache else "not in use"
-        lines.append(f"files below: {dataset.source_root} (resized cache {cache})")
+        lines.append(f"files below: {dataset.source_root}{_cache_state(dataset)}")
     if dataset.partition is None:
         test_label, fold_label = "MLRC test", "MLRC fold {}"
     else:
@@ -145,6 +140,17 @@ def describe_dataset(dataset: ImageDataset) -> str:
             f"{fold_label.format(number)}: train {size(fold.train)}, val {size(fold.val)}"
         )
     return "\n".join(lines)
+
+
+def _cache_state(dataset: FileImageDataset) -> str:
+    """' (resized cache at N px in use)' or what builds one; empty where no cache can be built."""
+    if dataset.name not in CACHEABLE_DATASETS:
+        return ""
+    size = dataset.cache_size
+    if dataset.uses_cache:
+        return f" (resized cache at {size} px in use)"
+    return (f" (no resized cache at {size} px in use; "
+            f"`sdm data cache {dataset.name} --size {size}` builds one)")
 
 
 def run_unpack_cub(args: argparse.Namespace) -> int:
@@ -202,6 +208,11 @@ def run_icons(args: argparse.Namespace) -> int:
         return _fail(args, error)
     print(f"icon dataset written to {archive}")
     return 0
+
+
+def _add_size_argument(parser: argparse.ArgumentParser, meaning: str) -> None:
+    parser.add_argument("--size", type=whole_number_at_least(MIN_IMAGE_SIZE), default=RESIZE,
+                        help=f"{meaning} (default {RESIZE})")
 
 
 def _add_root_argument(parser: argparse.ArgumentParser) -> None:
