@@ -109,38 +109,29 @@ def held_environment() -> dict[str, str]:
 
 @contextlib.contextmanager
 def held(command: list[str], stop: str, stderr: Any) -> Iterator[subprocess.Popen]:
-    """``sdm COMMAND`` started and held at ``stop`` (see ``killable_train.py``; it has announced
-    it and is still running); killed, if still running, when the block ends, or by a watchdog
-    after ``TIMEOUT``. ``stderr``: where the child's stderr goes (a file, ``subprocess.PIPE``)."""
-    job = subprocess.Popen([sys.executable, str(KILLABLE), stop, *command],
-                           stdout=subprocess.PIPE, stderr=stderr, text=True,
-                           env=held_environment())
-    watchdog = threading.Timer(TIMEOUT, job.kill)  # a hung child ends the waits below
-    watchdog.start()
-    try:
+    """``sdm COMMAND`` started in its own process group (``own_process_group``) and held at
+    ``stop`` (see ``killable_train.py``; it has announced it and is still running).
+    ``stderr``: where the child's stderr goes (a file, ``subprocess.PIPE``)."""
+    with own_process_group([sys.executable, str(KILLABLE), stop, *command],
+                           held_environment(), stderr) as job:
         assert job.stdout is not None
         announced = any(line.strip() == f"STOPPED {stop}" for line in job.stdout)
         assert announced and job.poll() is None, (
             f"the run did not stop at {stop}: exit {job.poll()}"
             + (f"\n{Path(stderr.name).read_text()[-4000:]}" if hasattr(stderr, "name") else ""))
         yield job
-    finally:
-        watchdog.cancel()
-        if job.poll() is None:
-            job.kill()
-            job.wait()
 
 
 @contextlib.contextmanager
 def own_process_group(command: list[str], environment: dict[str, str],
-                      stderr: Path) -> Iterator[subprocess.Popen]:
-    """``command`` started in a process group of its own, its stdout a pipe and its stderr into
-    the file ``stderr``. The whole group (the command, the workers it spawned, their resource
-    tracker, which keeps the stdout pipe open) is SIGKILLed by a watchdog after ``TIMEOUT``,
-    which ends any wait on it, and when the block ends if anything of it still runs."""
-    with stderr.open("w") as stream:
-        job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stream, text=True,
-                               env=environment, start_new_session=True)
+                      stderr: Any) -> Iterator[subprocess.Popen]:
+    """``command`` started in a process group of its own, its stdout a pipe and its stderr to
+    ``stderr`` (an open file, ``subprocess.PIPE``, ``subprocess.DEVNULL``). The whole group (the
+    command, the workers it spawned, their resource tracker, which keeps the stdout pipe open)
+    is SIGKILLed by a watchdog after ``TIMEOUT``, which ends any wait on it, and when the block
+    ends if anything of it still runs."""
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                           env=environment, start_new_session=True)
     watchdog = threading.Timer(TIMEOUT, _kill_group, (job.pid,))
     watchdog.start()
     try:
@@ -149,8 +140,9 @@ def own_process_group(command: list[str], environment: dict[str, str],
         watchdog.cancel()
         _kill_group(job.pid)
         job.wait()
-        assert job.stdout is not None
-        job.stdout.close()
+        for stream in (job.stdout, job.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def _kill_group(group: int) -> None:

@@ -122,8 +122,8 @@ def test_sigterm_stops_the_fold_workers_with_one_line_and_a_rerun_finishes(
     environment = {**held_environment(), WORKERS_STOP: "step:1:2"}
     errors = tmp_path / "stderr.txt"
     workers: dict[int, Path] = {}
-    with own_process_group([sys.executable, str(KILLABLE), "step:1:2", *command], environment,
-                           errors) as job:
+    with errors.open("w") as stream, own_process_group(
+            [sys.executable, str(KILLABLE), "step:1:2", *command], environment, stream) as job:
         for line in job.stdout:
             started = re.match(r"fold (\d): started on cpu \(pid (\d+)\), log (.+)$", line)
             if started:

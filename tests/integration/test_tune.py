@@ -262,8 +262,8 @@ def test_sigterm_stops_the_worker_processes_and_fails_their_trials(
     command = tune_command(cub_root, tmp_path, tiny_overrides, 4, "--workers", "2",
                            program=(str(KILLABLE), "step:1:2"))
     errors = tmp_path / "stderr.txt"
-    with own_process_group(command, {**subprocess_env(), WORKERS_STOP: "step:1:2"},
-                           errors) as process:
+    with errors.open("w") as stream, own_process_group(
+            command, {**subprocess_env(), WORKERS_STOP: "step:1:2"}, stream) as process:
         held = 0
         for line in process.stdout:  # each worker announces its held trial here
             held += line.count("STOPPED step:1:2")
