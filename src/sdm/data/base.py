@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from sdm.constants import EXPECTED_COUNTS, RESIZE
-from sdm.data.cache import cached_image_paths
+from sdm.data.cache import cached_image_paths, resized_cache_dir
 from sdm.data.images import DatasetError, read_rgb_image
 
 Transform = Callable[[Image.Image], Any]
@@ -191,6 +191,35 @@ class ArrayImageDataset(ImageDataset):
         return part
 
 
+def benchmark_dataset(
+    name: str,
+    dataset_root: Path,
+    source_root: Path,
+    paths: Sequence[Path],
+    labels: Sequence[int],
+    class_names: Mapping[int, str],
+    *,
+    allow_partial: bool,
+    use_cache: bool,
+    cache_size: int,
+    partition: Sequence[str] | None = None,
+) -> FileImageDataset:
+    """Benchmark `name` (cub200, cars196, sop, inshop) from the images found below
+    `source_root`, its counts checked (check_counts); with `use_cache`, a valid resized cache
+    built at shorter side `cache_size` below `dataset_root` is used."""
+    check_counts(name, source_root, len(paths), len(set(labels)), allow_partial)
+    return FileImageDataset(
+        paths,
+        labels,
+        name,
+        cache_dir=resized_cache_dir(dataset_root, name, cache_size) if use_cache else None,
+        source_root=source_root,
+        class_names=class_names,
+        cache_size=cache_size,
+        partition=partition,
+    )
+
+
 def check_counts(
     name: str, location: Path, num_images: int, num_classes: int, allow_partial: bool
 ) -> None:
@@ -213,7 +242,8 @@ def check_counts(
             f"{found}; complete the dataset, or pass allow_partial=True (--allow-partial, "
             "dataset.allow_partial=true) to use it as it is"
         )
-    warnings.warn(f"{found}; using the partial dataset (allow_partial=True)", stacklevel=3)
+    # stacklevel: the caller of the loader that called benchmark_dataset
+    warnings.warn(f"{found}; using the partial dataset (allow_partial=True)", stacklevel=4)
 
 
 def present_images(

@@ -41,11 +41,10 @@ from sdm.data.base import (
     ArrayImageDataset,
     FileImageDataset,
     ImageDataset,
-    check_counts,
+    benchmark_dataset,
     present_images,
     safe_relative,
 )
-from sdm.data.cache import resized_cache_dir
 from sdm.data.images import DatasetError, read_rgb_image
 from sdm.data.inshop import load_inshop
 from sdm.data.sop import load_sop
@@ -124,16 +123,10 @@ def load_cub200(
         files = _image_files(class_dir, JPEG_SUFFIXES)
         paths += files
         labels += [label] * len(files)
-    check_counts(CUB200, images_dir, len(paths), len(set(labels)), allow_partial)
-    return FileImageDataset(
-        paths,
-        labels,
-        CUB200,
-        cache_dir=resized_cache_dir(root, CUB200, cache_size) if use_cache else None,
-        source_root=images_dir,
-        class_names={label: d.name for label, d in enumerate(class_dirs)},
-        cache_size=cache_size,
-    )
+    class_names = {label: d.name for label, d in enumerate(class_dirs)}
+    return benchmark_dataset(CUB200, root, images_dir, paths, labels, class_names,
+                             allow_partial=allow_partial, use_cache=use_cache,
+                             cache_size=cache_size)
 
 
 def load_cars196(
@@ -154,18 +147,10 @@ def load_cars196(
         f"extract car_ims.tgz into {cars_dir}/ so that {root / CARS_IMAGES}/000001.jpg exists"
     )
     present = present_images(paths, annotations_path, fix, allow_partial)
-    paths = [paths[i] for i in present]
-    labels = [labels[i] for i in present]
-    check_counts(CARS196, cars_dir, len(paths), len(set(labels)), allow_partial)
-    return FileImageDataset(
-        paths,
-        labels,
-        CARS196,
-        cache_dir=resized_cache_dir(root, CARS196, cache_size) if use_cache else None,
-        source_root=cars_dir,
-        class_names=class_names,
-        cache_size=cache_size,
-    )
+    return benchmark_dataset(CARS196, root, cars_dir, [paths[i] for i in present],
+                             [labels[i] for i in present], class_names,
+                             allow_partial=allow_partial, use_cache=use_cache,
+                             cache_size=cache_size)
 
 
 def load_image_folder(folder: str | Path) -> FileImageDataset:

@@ -27,8 +27,7 @@ from sdm.constants import (
     INSHOP_TRAIN,
     RESIZE,
 )
-from sdm.data.base import FileImageDataset, check_counts, present_images, safe_relative
-from sdm.data.cache import resized_cache_dir
+from sdm.data.base import FileImageDataset, benchmark_dataset, present_images, safe_relative
 from sdm.data.images import DatasetError
 
 INSHOP_HEADER = ("image_name", "item_id", "evaluation_status")
@@ -67,17 +66,11 @@ def load_inshop(
     fix = f"extract img.zip into {inshop_dir}/ so that {inshop_dir}/img/WOMEN/... exists"
     present = present_images(paths, partition_path, fix, allow_partial)
     labels = [item_number(listed.items[i]) for i in present]
-    check_counts(INSHOP, inshop_dir, len(present), len(set(labels)), allow_partial)
-    return FileImageDataset(
-        [paths[i] for i in present],
-        labels,
-        INSHOP,
-        cache_dir=resized_cache_dir(root, INSHOP, cache_size) if use_cache else None,
-        source_root=inshop_dir,
-        class_names={item_number(listed.items[i]): listed.items[i] for i in present},
-        cache_size=cache_size,
-        partition=[listed.statuses[i] for i in present],
-    )
+    class_names = {item_number(listed.items[i]): listed.items[i] for i in present}
+    return benchmark_dataset(INSHOP, root, inshop_dir, [paths[i] for i in present], labels,
+                             class_names, allow_partial=allow_partial, use_cache=use_cache,
+                             cache_size=cache_size,
+                             partition=[listed.statuses[i] for i in present])
 
 
 def read_partition_list(path: Path, allow_partial: bool = False) -> PartitionList:

@@ -13,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from sdm.constants import DEFAULT_DATASET_ROOT, RESIZE, SOP, SOP_FOLDER, SOP_INFO
-from sdm.data.base import FileImageDataset, check_counts, present_images, safe_relative
-from sdm.data.cache import resized_cache_dir
+from sdm.data.base import FileImageDataset, benchmark_dataset, present_images, safe_relative
 from sdm.data.images import DatasetError
 
 SOP_HEADER = ("image_id", "class_id", "super_class_id", "path")
@@ -44,18 +43,10 @@ def load_sop(
     )
     present = present_images(paths, info_path, fix, allow_partial)
     class_names = {labels[i]: f"{relative_paths[i].parent}/{labels[i]}" for i in present}
-    paths = [paths[i] for i in present]
-    labels = [labels[i] for i in present]
-    check_counts(SOP, sop_dir, len(paths), len(class_names), allow_partial)
-    return FileImageDataset(
-        paths,
-        labels,
-        SOP,
-        cache_dir=resized_cache_dir(root, SOP, cache_size) if use_cache else None,
-        source_root=sop_dir,
-        class_names=class_names,
-        cache_size=cache_size,
-    )
+    return benchmark_dataset(SOP, root, sop_dir, [paths[i] for i in present],
+                             [labels[i] for i in present], class_names,
+                             allow_partial=allow_partial, use_cache=use_cache,
+                             cache_size=cache_size)
 
 
 def read_sop_info(info_path: Path) -> tuple[list[PurePosixPath], list[int]]:
