@@ -98,5 +98,8 @@ if __name__ == "__mp_main__" and os.environ.get(WORKERS_STOP):
     install(os.environ[WORKERS_STOP])  # a worker process the command spawned (see WORKERS_STOP)
 
 if __name__ == "__main__":
+    # Ctrl-C as at a terminal, even where the tests run in a background job, whose children
+    # inherit SIGINT ignored (a shell without job control)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     install(sys.argv[1])
     sys.exit(cli.main(sys.argv[2:]))
