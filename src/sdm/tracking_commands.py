@@ -43,7 +43,8 @@ def upload_experiment_folder(folder: Path, uri: str | None = None,
                              parent_run: str | None = None) -> tuple[str, str]:
     """Uploads the experiment ``folder`` (its saved config); (run id, tracking URI)."""
     from sdm.engine.experiment import ExperimentFolder
-    from sdm.engine.tracking import tracking_uri, upload_experiment
+    from sdm.engine.mlflow_runs import tracking_uri
+    from sdm.engine.tracking import upload_experiment
 
     config = ExperimentFolder(folder).config
     uri = uri or tracking_uri(config, folder)
@@ -54,7 +55,8 @@ def upload_study_folder(folder: Path, uri: str | None = None) -> tuple[str, str,
     """Uploads an ``sdm tune`` study folder: the study's run, each trial's experiment nested in
     it, and the trials' objective and state from trials.csv; (run id, URI, trials)."""
     from sdm.engine.experiment import ExperimentFolder
-    from sdm.engine.tracking import StudyTracking, default_uri, read_study_request
+    from sdm.engine.mlflow_runs import default_uri
+    from sdm.tune.tracking import StudyTracking, read_study_request
 
     trials = sorted((p for p in folder.glob(C.TRIAL_FOLDER.format(number="*"))
                      if (p / C.CONFIG_FILE).is_file()), key=lambda p: int(p.name.split("_")[1]))

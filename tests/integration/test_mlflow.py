@@ -14,14 +14,8 @@ from sdm import storage
 from sdm.config import ConfigError
 from sdm.engine.experiment import ExperimentFolder
 from sdm.engine.fold import FoldTrainer
-from sdm.engine.tracking import (
-    EPOCH_LOSS_KEY,
-    INSTALL_HINT,
-    TrackingWarning,
-    default_uri,
-    flat_params,
-    result_metrics,
-)
+from sdm.engine.mlflow_runs import INSTALL_HINT, TrackingWarning, default_uri
+from sdm.engine.tracking import EPOCH_LOSS_KEY, flat_params, result_metrics
 from training_helpers import interrupted_at_epoch
 
 mlflow = pytest.importorskip("mlflow")

@@ -27,7 +27,8 @@ from sdm.config import ConfigError, ExperimentConfig, config_difference, load_co
 from sdm.data.datasets import ImageDataset
 from sdm.data.splits import Splits
 from sdm.engine import distributed
-from sdm.engine.tracking import FINISHED, ExperimentTracking, exit_status, require_trackers
+from sdm.engine.mlflow_runs import FINISHED, exit_status, require_trackers
+from sdm.engine.tracking import ExperimentTracking
 from sdm.engine.training_lock import TrainingLock
 from sdm.errors import USER_INPUT_ERRORS, UserInputError
 from sdm.scores import ModelSetScores, TestResults, read_results, results_file, write_results

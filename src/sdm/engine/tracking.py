@@ -19,10 +19,8 @@ with artifacts in ``<experiments_root>/mlartifacts/``), in the MLflow experiment
   as ``val/<metric>`` with step = epoch (-1: the trunk alone, 0: untrained embedder), the
   epoch's mean loss ``train/epoch_loss``, and once the fold is done ``best_val_map_at_r``,
   ``best_epoch``, ``last_epoch`` and its metrics.csv and done.json as artifacts;
-- ``sdm tune``: one run per study (named after it), whose nested runs are its trials' experiment
-  runs (their config params include the trial's parameters), each with the metric ``objective``
-  and the tags ``sdm.trial.number`` / ``sdm.trial.state``; the study run gets
-  ``trial/objective`` (step = trial number), ``best_value`` and the study's files.
+- ``sdm tune``: one run per study, its trials' experiment runs nested in it
+  (``sdm.tune.tracking``).
 
 The runs' ids are kept in ``mlflow_run.json`` beside config.yaml and in each fold folder (a fold
 writes only its own, so parallel folds never write the same file), so a resumed experiment
@@ -33,79 +31,40 @@ evaluation, or by ``sdm track upload EXPERIMENT_DIR``.
 
 A tracking server that is down or refuses: the first failing call warns once (a
 ``TrackingWarning`` saying how to upload later) and turns MLflow off for the rest of that
-experiment; training and its local records go on unchanged. Calls use short HTTP limits
-(``HTTP_LIMITS``, only while sdm calls MLflow, and only those the user has not set).
+experiment; training and its local records go on unchanged (``sdm.engine.mlflow_runs``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdm import constants as C
 from sdm import storage
-from sdm.config import ConfigError, ExperimentConfig
-from sdm.errors import UserInputError, cause
+from sdm.config import ExperimentConfig
+from sdm.engine.mlflow_runs import (
+    FINISHED,
+    KILLED,
+    METRICS_PER_BATCH,
+    PARENT_TAG,
+    RUNNING,
+    Connection,
+    RecordedRun,
+    chunks,
+    existing_run,
+    exit_status,
+    now_ms,
+    read_run_record,
+    require_trackers,
+    tracking_uri,
+)
 
-INSTALL_HINT = "pip install 'sdm-metric-learning[mlflow]'"
-RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
-PARENT_TAG = "mlflow.parentRunId"
 VALIDATION_KEYS = {name: f"val/{name}" for name in C.METRIC_NAMES}
 EPOCH_LOSS_KEY = "train/epoch_loss"
 TRAIN_LOSS_KEY = "train/loss"  # TensorBoard only: one point per iteration
 FOLD_SUMMARY_KEYS = ("best_val_map_at_r", "best_epoch", "last_epoch")  # from done.json
-OBJECTIVE_KEY = "objective"
-TRIAL_OBJECTIVE_KEY = "trial/objective"
-# While sdm calls MLflow, unless the user set them: a server that is down fails in seconds.
-HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-               "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
-PARAMS_PER_BATCH = 100  # MLflow's limits per log_batch call
-METRICS_PER_BATCH = 1000
-STUDY_ARTIFACTS = (C.TRIALS_CSV, C.STUDY_FILE, C.BEST_CONFIG, "optimization_history.png",
-                   "parallel_coordinates.png", "parameter_importances.png")
-
-
-class TrackingWarning(UserWarning):
-    """A tracker failed: training goes on without it; the message says how to upload later."""
-
-
-class TrackingError(UserInputError):
-    """An upload the user asked for (``sdm track upload``) failed; the message says why."""
-
-
-def require_trackers(config: ExperimentConfig) -> None:
-    """ConfigError saying how to install MLflow when ``training.loggers`` names it and it
-    cannot be imported."""
-    if C.MLFLOW in config.training.loggers:
-        _mlflow_client_class()
-
-
-def _mlflow_client_class() -> Any:
-    try:
-        import mlflow  # noqa: F401 (the package first: its submodules may be cached)
-        from mlflow.tracking import MlflowClient
-    except ImportError:
-        raise ConfigError(f"training.loggers includes {C.MLFLOW}, but MLflow is not installed: "
-                          f"{INSTALL_HINT} (or remove {C.MLFLOW} from training.loggers)") from None
-    return MlflowClient
-
-
-def default_uri(experiments_root: str | Path) -> str:
-    """The local MLflow store of an experiments root: ``sqlite:///<root>/mlflow.db``."""
-    return f"sqlite:///{(Path(experiments_root) / C.MLFLOW_DATABASE).resolve()}"
-
-
-def tracking_uri(config: ExperimentConfig, folder: str | Path) -> str:
-    """``training.mlflow_uri``, else the local store of the experiments root that holds the
-    experiment (or study) ``folder``."""
-    return config.training.mlflow_uri or default_uri(Path(folder).parent)
 
 
 def flat_params(config: ExperimentConfig) -> dict[str, str]:
@@ -142,189 +101,6 @@ def result_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def exit_status(error: BaseException | None) -> str:
-    """The MLflow run status of a block that ended with ``error`` (None: it finished)."""
-    if error is None:
-        return FINISHED
-    return KILLED if isinstance(error, KeyboardInterrupt) else FAILED
-
-
-@contextlib.contextmanager
-def _http_limits() -> Iterator[None]:
-    added = {key: value for key, value in HTTP_LIMITS.items() if key not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-# ----- the connection to a tracking URI ----------------------------------------------------
-
-
-class _Connection:
-    """An MLflow client for one experiment (or study) ``folder``: ``call`` runs an action and,
-    when it raises, warns once (saying how to upload later) and turns MLflow off for the rest
-    of this object's life; ``strict`` raises TrackingError instead (an upload the user asked
-    for)."""
-
-    def __init__(self, uri: str, folder: Path, strict: bool = False):
-        self.uri, self.folder, self.strict = uri, folder, strict
-        self.client: Any = None
-        self.off = False
-
-    def call(self, action: Callable[..., Any], *args: Any) -> Any:
-        if self.off:
-            return None
-        try:
-            with _http_limits(), warnings.catch_warnings():
-                # MLflow's SQL store trips SQLAlchemy deprecations that are not the user's
-                warnings.filterwarnings("ignore", category=DeprecationWarning, module="mlflow")
-                if self.client is None:
-                    self.client = _mlflow_client_class()(tracking_uri=self.uri)
-                return action(*args)
-        except ConfigError:
-            raise
-        except Exception as error:
-            self.off = True
-            if self.strict:
-                raise TrackingError(f"MLflow at {self.uri} failed: {cause(error)}") from error
-            warnings.warn(TrackingWarning(
-                f"MLflow tracking at {self.uri} failed ({_reason(error)}); sdm goes on without "
-                f"MLflow for {self.folder} and keeps its local records there. Upload them "
-                f"later with `sdm track upload {self.folder}` (--uri URI for another server), "
-                "or rerun the same command: a rerun uploads what the server lacks."),
-                stacklevel=3)
-            return None
-
-
-# What a failed HTTP request's long message comes down to.
-NETWORK_REASONS = ("Connection refused", "Read timed out", "Connect timeout",
-                   "Name or service not known", "Connection reset", "Connection aborted")
-
-
-def _reason(error: Exception) -> str:
-    text = str(error)
-    found = next((reason for reason in NETWORK_REASONS if reason in text), None)
-    return f"{type(error).__name__}: {found.lower()}" if found else cause(error)
-
-
-def _error_code(error: Exception) -> str | None:
-    return getattr(error, "error_code", None)
-
-
-def _read_record(path: Path, uri: str) -> dict[str, Any] | None:
-    """A run record (``mlflow_run.json``) written for ``uri``, else None."""
-    try:
-        record = storage.read_json(path)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("tracking_uri") == uri else None
-
-
-def _existing_run(client: Any, run_id: str | None) -> Any:
-    """The run ``run_id`` when the server has it and it is not deleted, else None."""
-    if not run_id:
-        return None
-    try:
-        run = client.get_run(run_id)
-    except Exception as error:
-        if _error_code(error) == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    return None if run.info.lifecycle_stage == "deleted" else run
-
-
-def _experiment_id(client: Any, name: str, uri: str) -> str:
-    """The id of MLflow experiment ``name``, created when missing (with its artifacts beside
-    a SQLite store's database file)."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        location = None
-        if uri.startswith("sqlite:///"):  # a relative path is from the working folder
-            location = (Path(uri.removeprefix("sqlite:///")).resolve().parent
-                        / C.MLFLOW_ARTIFACTS_FOLDER).as_uri()
-        try:
-            return client.create_experiment(name, artifact_location=location)
-        except Exception as error:  # another process created it meanwhile
-            if _error_code(error) != "RESOURCE_ALREADY_EXISTS":
-                raise
-            experiment = client.get_experiment_by_name(name)
-    if experiment.lifecycle_stage == "deleted":
-        raise RuntimeError(f"MLflow experiment {name!r} is deleted: restore it (mlflow "
-                           "experiments restore) or set training.mlflow_experiment")
-    return experiment.experiment_id
-
-
-class _TopRun:
-    """A run recorded in ``<folder>/mlflow_run.json`` (an experiment's or a study's): reopened
-    when the server has it, else created; its params logged where missing."""
-
-    def __init__(self, connection: _Connection, folder: Path, name: str, experiment: str,
-                 parent_run: str | None, create: bool = True):
-        self.connection, self.folder, self.name = connection, folder, name
-        self.experiment, self.parent_run, self.create = experiment, parent_run, create
-        self.run: Any = None
-
-    @property
-    def run_id(self) -> str | None:
-        return None if self.run is None else self.run.info.run_id
-
-    def open(self, params: Mapping[str, str]) -> Any:
-        """The run (opened once), status RUNNING, with ``params`` logged where missing and
-        a tag ``sdm.config_change.<key>`` for each param whose value changed since."""
-        if self.run is not None:
-            return self.run
-        client, uri = self.connection.client, self.connection.uri
-        path = self.folder / C.MLFLOW_RUN_FILE
-        record = _read_record(path, uri) or {}
-        run = _existing_run(client, record.get("run_id"))
-        if run is None and not self.create:
-            raise RuntimeError(f"no MLflow run recorded in {path}")
-        if run is None:
-            tags = {"sdm.folder": str(self.folder.resolve())}
-            if self.parent_run:
-                tags[PARENT_TAG] = self.parent_run
-            run = client.create_run(_experiment_id(client, self.experiment, uri),
-                                    run_name=self.name, tags=tags)
-            storage.write_json(path, {"tracking_uri": uri, "run_id": run.info.run_id,
-                                      "experiment_id": run.info.experiment_id,
-                                      "parent_run_id": self.parent_run})
-        elif run.info.status != RUNNING:
-            client.update_run(run.info.run_id, status=RUNNING)
-        logged = run.data.params
-        from mlflow.entities import Param, RunTag
-
-        missing = [Param(key, value) for key, value in params.items() if key not in logged]
-        changed = [RunTag(f"sdm.config_change.{key}", value) for key, value in params.items()
-                   if key in logged and logged[key] != value]
-        for chunk in _chunks([*missing, *changed], PARAMS_PER_BATCH):
-            client.log_batch(run.info.run_id,
-                             params=[p for p in chunk if isinstance(p, Param)],
-                             tags=[t for t in chunk if isinstance(t, RunTag)])
-        self.run = run
-        return run
-
-    def upload_files(self, files: list[Path], artifact_path: str | None = None) -> None:
-        for path in files:
-            if path.is_file():
-                self.connection.client.log_artifact(self.run_id, str(path), artifact_path)
-
-    def end(self, status: str) -> None:
-        if self.run is not None:
-            self.connection.client.set_terminated(self.run_id, status)
-
-
 # ----- MLflow for one experiment -----------------------------------------------------------
 
 
@@ -340,13 +116,13 @@ class _FoldRun:
 
 
 class _MlflowExperiment:
-    """An experiment's MLflow runs: its own (``_TopRun``) and one nested run per fold."""
+    """An experiment's MLflow runs: its own (``RecordedRun``) and one nested run per fold."""
 
     def __init__(self, folder: Path, config: ExperimentConfig, parent_run: str | None = None,
                  uri: str | None = None, strict: bool = False):
         self.folder, self.config = folder, config
-        self.connection = _Connection(uri or tracking_uri(config, folder), folder, strict)
-        self.top = _TopRun(self.connection, folder, config.name,
+        self.connection = Connection(uri or tracking_uri(config, folder), folder, strict)
+        self.top = RecordedRun(self.connection, folder, config.name,
                            config.training.mlflow_experiment, parent_run)
         self.folds: dict[int, _FoldRun] = {}
 
@@ -390,12 +166,12 @@ class _MlflowExperiment:
     def _fold_run(self, fold: int, folder: Path) -> _FoldRun:
         client, uri = self.connection.client, self.connection.uri
         path = folder / C.MLFLOW_RUN_FILE
-        record = _read_record(path, uri) or {}
+        record = read_run_record(path, uri) or {}
         if record.get("parent_run_id") != self.run_id:
             record = {}
         if record.get("complete"):
             return _FoldRun(record["run_id"], folder, complete=True)
-        run = _existing_run(client, record.get("run_id"))
+        run = existing_run(client, record.get("run_id"))
         if run is None:
             run = client.create_run(self.top.run.info.experiment_id,
                                     run_name=C.FOLD_FOLDER.format(fold=fold),
@@ -433,8 +209,8 @@ class _MlflowExperiment:
         from mlflow.entities import Metric
 
         new = [(k, v, s) for k, v, s in points if s not in state.logged.setdefault(k, set())]
-        stamp = _now_ms()
-        for chunk in _chunks(new, METRICS_PER_BATCH):
+        stamp = now_ms()
+        for chunk in chunks(new, METRICS_PER_BATCH):
             self.connection.client.log_batch(
                 state.run_id, metrics=[Metric(k, v, stamp, s) for k, v, s in chunk])
             for key, _, step in chunk:
@@ -448,7 +224,7 @@ class _MlflowExperiment:
         client = self.connection.client
         summary = storage.read_json(state.folder / C.FOLD_DONE_FILE)
         have = client.get_run(state.run_id).data.metrics
-        stamp = _now_ms()
+        stamp = now_ms()
         metrics = [Metric(key, float(summary[key]), stamp, 0) for key in FOLD_SUMMARY_KEYS
                    if key in summary and have.get(key) != float(summary[key])]
         if metrics:
@@ -472,7 +248,7 @@ class _MlflowExperiment:
             return
         client = self.connection.client
         have = client.get_run(self.run_id).data.metrics
-        stamp = _now_ms()
+        stamp = now_ms()
         new = [Metric(key, value, stamp, 0)
                for key, value in result_metrics(storage.read_json(json_file)).items()
                if have.get(key) != value]
@@ -480,7 +256,7 @@ class _MlflowExperiment:
             return
         self.top.upload_files([folder / f"{C.TEST_RESULTS_NAME}{suffix}"
                                for suffix in (".json", ".csv", ".md")], C.RESULTS_FOLDER)
-        for chunk in _chunks(new, METRICS_PER_BATCH):
+        for chunk in chunks(new, METRICS_PER_BATCH):
             client.log_batch(self.run_id, metrics=chunk)
 
     def _end_unfinished_folds(self, status: str) -> None:
@@ -627,7 +403,8 @@ class ExperimentTracking:
             self.mlflow.end(status)
 
 
-# ----- uploads of local records, and tuning studies ----------------------------------------
+
+# ----- uploads of local records --------------------------------------------------------
 
 
 def upload_experiment(folder: str | Path, config: ExperimentConfig, uri: str | None = None,
@@ -643,91 +420,3 @@ def upload_experiment(folder: str | Path, config: ExperimentConfig, uri: str | N
     experiment.end(FINISHED if done else KILLED)
     assert experiment.run_id is not None
     return experiment.run_id
-
-
-class StudyTracking:
-    """A tuning study's MLflow run (``sdm tune`` with mlflow in ``training.loggers``), named
-    after the study, recorded in ``<study folder>/mlflow_run.json``; its trials' experiment
-    runs are nested in it. Off (every method does nothing) without mlflow."""
-
-    def __init__(self, folder: str | Path, name: str, config: ExperimentConfig,
-                 uri: str | None = None, strict: bool = False, create: bool = True):
-        require_trackers(config)
-        self.folder = Path(folder)
-        self.on = C.MLFLOW in config.training.loggers or uri is not None
-        self.connection = _Connection(uri or tracking_uri(config, self.folder), self.folder,
-                                      strict)
-        self.create = create
-        self.top = _TopRun(self.connection, self.folder, name,
-                           config.training.mlflow_experiment, None, create)
-
-    @property
-    def uri(self) -> str:
-        return self.connection.uri
-
-    def start(self, request: Mapping[str, Any]) -> None:
-        """Opens (or creates) the study's run, the request's options as ``tune.<option>``
-        params."""
-        if self.on:
-            params = {f"tune.{key}": str(request[key]) for key in
-                      ("spaces", "trials", "sampler", "seed", "prune", "startup_trials")
-                      if key in request}
-            self.connection.call(self.top.open, params)
-
-    def run_id(self) -> str | None:
-        """The study's run id (opened from its record), for its trials' runs; None when off,
-        or when a worker finds no record (the study's process could not create the run)."""
-        recorded = self.create or (self.folder / C.MLFLOW_RUN_FILE).is_file()
-        if self.on and self.top.run is None and recorded:
-            self.connection.call(self.top.open, {})
-        return self.top.run_id
-
-    def trial_finished(self, number: int, state: str, value: float | None,
-                       trial_folder: str | Path) -> None:
-        """The trial's run gets ``objective`` and the tags ``sdm.trial.number`` /
-        ``sdm.trial.state`` (a pruned trial's run ends KILLED); the study's run gets
-        ``trial/objective`` at step ``number``."""
-        if self.on and self.run_id() is not None:
-            self.connection.call(self._trial_finished, number, state, value, Path(trial_folder))
-
-    def _trial_finished(self, number: int, state: str, value: float | None,
-                        trial_folder: Path) -> None:
-        from mlflow.entities import Metric, RunTag
-
-        client, stamp = self.connection.client, _now_ms()
-        if value is not None:
-            client.log_batch(self.top.run_id,
-                             metrics=[Metric(TRIAL_OBJECTIVE_KEY, float(value), stamp, number)])
-        record = _read_record(trial_folder / C.MLFLOW_RUN_FILE, self.uri)
-        if record is None:
-            return
-        metrics = [Metric(OBJECTIVE_KEY, float(value), stamp, 0)] if value is not None else []
-        client.log_batch(record["run_id"], metrics=metrics,
-                         tags=[RunTag("sdm.trial.number", str(number)),
-                               RunTag("sdm.trial.state", state)])
-        if state == "PRUNED":
-            client.set_terminated(record["run_id"], KILLED)
-
-    def end(self, status: str, summary: Mapping[str, Any] | None = None) -> None:
-        """Ends the study's run; with the study's ``summary``: ``best_value`` and the study's
-        files (trials.csv, study.json, best.yaml, plots)."""
-        if self.on and self.top.run is not None:
-            self.connection.call(self._end, status, summary)
-
-    def _end(self, status: str, summary: Mapping[str, Any] | None) -> None:
-        from mlflow.entities import Metric
-
-        if summary is not None and summary.get("best_value") is not None:
-            self.connection.client.log_batch(self.top.run_id, metrics=[
-                Metric("best_value", float(summary["best_value"]), _now_ms(), 0)])
-        if summary is not None:
-            self.top.upload_files([self.folder / name for name in STUDY_ARTIFACTS])
-        self.top.end(status)
-
-
-def read_study_request(folder: Path) -> dict[str, Any]:
-    """The request saved in a study's study.json (empty when there is none)."""
-    try:
-        return dict(json.loads((folder / C.STUDY_FILE).read_text()).get("request") or {})
-    except (OSError, ValueError):
-        return {}

@@ -16,7 +16,7 @@ evaluated on the test classes (never used for selection) so that ``sdm report`` 
 
 With mlflow in ``training.loggers`` the study is one MLflow run (named after it) and each
 trial's experiment run is nested in it, with its parameters (config keys among the run's
-params), its ``objective`` and state (see ``sdm.engine.tracking.StudyTracking``).
+params), its ``objective`` and state (see ``sdm.tune.tracking.StudyTracking``).
 """
 
 from __future__ import annotations
@@ -42,10 +42,11 @@ from optuna.trial import TrialState
 from sdm import constants as C
 from sdm import storage
 from sdm.config import ConfigError, ExperimentConfig, load_config, override, to_yaml
-from sdm.engine.tracking import FINISHED as TRACKED_FINISHED
-from sdm.engine.tracking import StudyTracking, exit_status
+from sdm.engine.mlflow_runs import FINISHED as TRACKED_FINISHED
+from sdm.engine.mlflow_runs import exit_status
 from sdm.interrupts import Terminated, sigterm_interrupts, stop_status
 from sdm.tune.space import load_space
+from sdm.tune.tracking import StudyTracking
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SAMPLERS = ("tpe", "gp")
