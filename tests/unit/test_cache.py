@@ -154,9 +154,11 @@ def test_no_cache_folder_means_no_warning_and_a_failed_build_leaves_no_manifest(
     assert not (tmp_path / "cache" / "manifest.json").exists()
 
 
-def test_a_cache_built_at_one_size_serves_only_that_size(tmp_path, capsys):
+def test_a_cache_built_at_one_size_serves_only_that_size_and_data_check_says_so(
+        tmp_path, capsys):
     root = make_sop_tree(tmp_path, num_classes=8, per_class=2, size=(80, 100))
     argv = ["--dataset-root", str(root), "--allow-partial"]
+    reports = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the counts of the tiny SOP
         assert run_data_command("cache", "sop", "--size", "64", *argv) == 0
@@ -164,6 +166,10 @@ def test_a_cache_built_at_one_size_serves_only_that_size(tmp_path, capsys):
         at_64 = load_dataset("sop", root, allow_partial=True, cache_size=64)
         at_256 = load_dataset("sop", root, allow_partial=True, cache_size=256)
         default = load_dataset("sop", root, allow_partial=True)
+        for size in ("64", "256", None):
+            assert run_data_command("check", "sop", *argv, *(["--size", size] if size else [])) == 0
+            [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("files")]
+            reports[size] = line
     cache_dir = root / "resized64" / "sop"
     assert resized_cache_dir(root, "sop", 64) == cache_dir and cache_dir.is_dir()
     assert not (root / "resized256").exists()
@@ -171,20 +177,6 @@ def test_a_cache_built_at_one_size_serves_only_that_size(tmp_path, capsys):
     assert at_64.cached_paths[3].is_relative_to(cache_dir)
     assert {at_64.load_image(i).size for i in range(len(at_64))} == {(64, 80)}
     assert at_256.load_image(0).size == (80, 100)
-
-
-def test_data_check_reports_the_cache_of_the_size_it_is_given(tmp_path, capsys):
-    root = make_sop_tree(tmp_path, num_classes=8, per_class=2, size=(80, 100))
-    argv = ["--dataset-root", str(root), "--allow-partial"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the counts of the tiny SOP
-        assert run_data_command("cache", "sop", "--size", "64", *argv) == 0
-        capsys.readouterr()
-        reports = {}
-        for size in ("64", "256", None):
-            assert run_data_command("check", "sop", *argv, *(["--size", size] if size else [])) == 0
-            [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("files")]
-            reports[size] = line
     below = f"files below: {root / 'Stanford_Online_Products'}"
     assert reports["64"] == f"{below} (resized cache at 64 px in use)"
     assert reports["256"] == reports[None] == (
