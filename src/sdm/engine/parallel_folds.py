@@ -35,7 +35,7 @@ import torch
 from sdm import constants as C
 from sdm import storage
 from sdm.config import ExperimentConfig
-from sdm.engine import build, tracking
+from sdm.engine import build, mlflow_runs
 from sdm.engine.experiment import ExperimentFolder
 from sdm.engine.fold import FoldTrainer
 from sdm.errors import UserInputError
@@ -120,7 +120,7 @@ def run_folds_in_parallel(config: ExperimentConfig, devices: Sequence[str],
     ordered = [results[fold] for fold in folds]
     if experiment.tracking is not None:  # each worker tracks its fold in a nested run
         failed = any(result["status"] == FAILED for result in ordered)
-        experiment.tracking.end(tracking.FAILED if failed else tracking.FINISHED)
+        experiment.tracking.end(mlflow_runs.FAILED if failed else mlflow_runs.FINISHED)
     print(summary_table(ordered), flush=True)
     return ordered
 
