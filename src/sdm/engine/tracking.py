@@ -123,7 +123,7 @@ class _MlflowExperiment:
         self.folder, self.config = folder, config
         self.connection = Connection(uri or tracking_uri(config, folder), folder, strict)
         self.top = RecordedRun(self.connection, folder, config.name,
-                           config.training.mlflow_experiment, parent_run)
+                               config.training.mlflow_experiment, parent_run)
         self.folds: dict[int, _FoldRun] = {}
 
     @property

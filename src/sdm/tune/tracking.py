@@ -43,10 +43,10 @@ class StudyTracking:
         self.folder = Path(folder)
         self.on = C.MLFLOW in config.training.loggers or uri is not None
         self.connection = Connection(uri or tracking_uri(config, self.folder), self.folder,
-                                      strict)
+                                     strict)
         self.create = create
         self.top = RecordedRun(self.connection, self.folder, name,
-                           config.training.mlflow_experiment, None, create)
+                               config.training.mlflow_experiment, None, create)
 
     @property
     def uri(self) -> str:
