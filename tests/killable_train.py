@@ -3,12 +3,14 @@ of its training so that a test can signal it there.
 
     python tests/killable_train.py STOP train CONFIG|KEY=VALUE...
     python tests/killable_train.py STOP study run PLAN [OPTIONS]
+    python tests/killable_train.py STOP tune CONFIG|KEY=VALUE... [OPTIONS]
 
 STOP is one of
   ``step:E:S``   after training step S (1-based) of epoch E;
   ``saved:E``    once ``latest.pth`` of epoch E is in place;
   ``writing:E``  while ``latest.pth`` of epoch E is being written: half of its bytes are in
-                 the temporary file, the rest not yet.
+                 the temporary file, the rest not yet;
+  ``trial:N``    when tuning trial N (``sdm tune``) is about to train its first epoch.
 At that moment the process prints ``STOPPED <STOP>`` on stdout and blocks until a signal ends
 it (the test sends one). With ``SDM_TEST_WORKERS_STOP=STOP`` in the environment, the worker
 processes the command spawns (``sdm train --devices``) stop there too, each announcing it in
@@ -47,6 +49,17 @@ def stop_here(stop: str) -> None:
 def install(stop: str) -> None:
     """Patches the one place in the child that ``stop`` names."""
     kind, *numbers = stop.split(":")
+    if kind == "trial":
+        trial_folder = f"trial_{int(numbers[0])}"
+        train_one_epoch = fold.FoldTrainer.train_one_epoch
+
+        def held_epoch(self: fold.FoldTrainer, number: int) -> float:
+            if self.folder.parent.name == trial_folder:
+                stop_here(stop)
+            return train_one_epoch(self, number)
+
+        fold.FoldTrainer.train_one_epoch = held_epoch
+        return
     epoch = int(numbers[0])
     if kind == "step":
         step_wanted = int(numbers[1])
@@ -91,7 +104,7 @@ def install(stop: str) -> None:
 
         torch.save = half_save
     else:
-        raise SystemExit(f"unknown STOP {stop!r}; expected step:E:S, saved:E or writing:E")
+        raise SystemExit(f"unknown STOP {stop!r}; expected step:E:S, saved:E, writing:E or trial:N")
 
 
 if __name__ == "__mp_main__" and os.environ.get(WORKERS_STOP):

@@ -18,7 +18,7 @@ from sdm.config import ConfigError, load_config
 from sdm.engine.experiment import ExperimentFolder
 from sdm.tune.space import PACKAGED_SPACES, distribution, load_space
 from sdm.tune.study import TuneRequest, open_storage, run_tune
-from training_helpers import KILLABLE, WORKERS_STOP, own_process_group
+from training_helpers import KILLABLE, WORKERS_STOP, held, own_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 ONE_EPOCH = ("training.folds=[0]", "training.max_epochs=1", "training.iterations_per_epoch=2",
@@ -111,59 +111,19 @@ def test_a_seeded_study_repeats_its_parameters_and_its_best_config_trains(
     assert f"| first (tuned: best of 3 trials, trial_{first['best_trial']}) |" in report
 
 
-# `sdm ARGS` (argv[2:]) with trial argv[1] held before its first epoch: the process prints
-# "held" and waits for a signal, so a signal sent after that line lands inside that trial.
-HELD_TRIAL = """
-import signal
-import sys
-
-from sdm.cli import main
-from sdm.engine.fold import FoldTrainer
-
-held_trial, train_one_epoch = f"trial_{sys.argv[1]}", FoldTrainer.train_one_epoch
-# Ctrl-C raises KeyboardInterrupt even where SIGINT came ignored (a shell's background job).
-signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def held_epoch(self, epoch):
-    if self.folder.parent.name == held_trial:
-        print("held", flush=True)
-        signal.alarm(600)  # SIGALRM ends a process that the test failed to stop
-        while True:
-            signal.pause()
-    return train_one_epoch(self, epoch)
-
-
-FoldTrainer.train_one_epoch = held_epoch
-sys.exit(main(sys.argv[2:]))
-"""
-
-
-def tune_command(cub_root, tmp_path, tiny_overrides, trials, *extra,
-                 held_trial: int | None = None, program: tuple[str, ...] = ("-m", "sdm.cli")
-                 ) -> list[str]:
-    """``sdm tune`` of a tiny study, with trial ``held_trial`` held (see HELD_TRIAL), run as
-    ``python PROGRAM tune ...``."""
+def tune_arguments(cub_root, tmp_path, tiny_overrides, trials, *extra) -> list[str]:
+    """The arguments of ``sdm tune`` for a tiny study of ``trials`` trials."""
     space = write_space(tmp_path, "loss.params.margin: {low: 0.01, high: 0.5}\n")
-    if held_trial is not None:
-        program = ("-c", HELD_TRIAL, str(held_trial))
-    return [sys.executable, *program, "tune",
-            *tiny_overrides(cub_root, tmp_path / "exp", "tiny", *ONE_EPOCH,
-                            "training.max_epochs=3", "training.iterations_per_epoch=5"),
+    return ["tune", *tiny_overrides(cub_root, tmp_path / "exp", "tiny", *ONE_EPOCH,
+                                    "training.max_epochs=3", "training.iterations_per_epoch=5"),
             "--space", str(space), "--trials", str(trials), "--study-name", "study", *extra]
 
 
-def start_held(command: list[str], errors: Path) -> subprocess.Popen:
-    """Starts ``command`` (from ``tune_command`` with ``held_trial``) in its own process
-    group, its stderr in the file ``errors``, and returns once its trial is held."""
-    with errors.open("w") as stream:
-        process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE,
-                                   stderr=stream, text=True, start_new_session=True)
-    for line in process.stdout:
-        if line.strip() == "held":
-            return process
-    raise AssertionError(f"ended with {process.wait()} before its trial was held: "
-                         f"{errors.read_text()[-4000:]}")
+def tune_command(cub_root, tmp_path, tiny_overrides, trials, *extra,
+                 program: tuple[str, ...] = ("-m", "sdm.cli")) -> list[str]:
+    """``python PROGRAM tune ...`` (see ``tune_arguments``)."""
+    return [sys.executable, *program,
+            *tune_arguments(cub_root, tmp_path, tiny_overrides, trials, *extra)]
 
 
 def subprocess_env() -> dict[str, str]:
@@ -179,10 +139,11 @@ def test_a_study_killed_mid_trial_resumes_without_losing_or_repeating_trials(
         cub_root, tmp_path, tiny_overrides):
     command = tune_command(cub_root, tmp_path, tiny_overrides, 3, "--heartbeat", "1")
     folder = tmp_path / "exp" / "study"
-    process = start_held(tune_command(cub_root, tmp_path, tiny_overrides, 3, "--heartbeat",
-                                      "1", held_trial=1), tmp_path / "stderr.txt")
-    os.killpg(process.pid, signal.SIGKILL)
-    process.communicate()
+    arguments = tune_arguments(cub_root, tmp_path, tiny_overrides, 3, "--heartbeat", "1")
+    with (tmp_path / "stderr.txt").open("w") as stream, held(
+            arguments, "trial:1", stream) as process:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
     url = f"sqlite:///{folder / C.STUDY_DATABASE}"
     study = optuna.load_study(study_name="study", storage=url)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.RUNNING]
@@ -238,13 +199,13 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_keeps_the_finished_trials(
     """Ctrl-C reaches the whole process group, SIGTERM (``kill``) the command alone."""
     folder = tmp_path / "exp" / "study"
     errors = tmp_path / "stderr.txt"
-    process = start_held(tune_command(cub_root, tmp_path, tiny_overrides, 3, held_trial=1),
-                         errors)
-    if sent == signal.SIGINT:
-        os.killpg(process.pid, sent)
-    else:
-        process.send_signal(sent)
-    process.communicate(timeout=120)
+    arguments = tune_arguments(cub_root, tmp_path, tiny_overrides, 3)
+    with errors.open("w") as stream, held(arguments, "trial:1", stream) as process:
+        if sent == signal.SIGINT:
+            os.killpg(process.pid, sent)
+        else:
+            process.send_signal(sent)
+        process.communicate(timeout=120)
     assert process.returncode == status, errors.read_text()[-4000:]
     assert "Traceback" not in errors.read_text(), errors.read_text()[-4000:]
     assert [line for line in errors.read_text().splitlines() if line.startswith("sdm tune:")] == [
