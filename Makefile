@@ -24,11 +24,15 @@ $(DOCS_STAMP): $(STAMP)
 	rm -f $(VENV)/.docs-installed-*
 	touch $(DOCS_STAMP)
 
+# Test processes side by side (pytest-xdist, a test file to a process): each runs its tests
+# on one torch thread, so 2 fill a 2-core machine; TEST_WORKERS=auto starts one per CPU.
+TEST_WORKERS ?= 2
+
 # Everything: tests/unit (no training) and tests/integration (training, subprocesses, a
-# PostgreSQL server, torchrun), about 17 minutes on 2 cores; the 15 slowest tests are listed.
+# PostgreSQL server, torchrun); the 15 slowest tests are listed.
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks run.py docs
-	$(PY) -m pytest --durations=15
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # The unit tests alone: under a minute.
 test-fast: $(STAMP)
