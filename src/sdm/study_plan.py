@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 REQUIRED_KEYS = ("name", "ledger", "baseline", "datasets", "losses", "arms", "steps")
 OPTIONAL_KEYS = ("experiments_root", "step_costs", "seeds", "overrides", "long_baseline",
-                 "arm_order", "cost_axis", "notes")
+                 "arm_order", "cost_axis", "recommend_within", "notes")
 ARM_KEYS = ("label", "layers", "overrides", "step_cost")
 STEP_KEYS = ("dataset", "loss", "arms", "seeds")
 ARM_ORDERS = ("steps", "declared")  # the report's order of arms (StudyPlan.arm_order)
@@ -66,7 +66,10 @@ class StudyPlan:
     ``arms`` lists them). ``cost_axis``: the x axis of the report's gain/cost plot, "step"
     (an arm's step cost) or "compute" (its compute to the end of training relative to the
     baseline's, paired by seed: fairer for runs trained to convergence, which stop at
-    different epochs). ``notes``: a paragraph the report prints under its title."""
+    different epochs). ``recommend_within``: the report names, for each (dataset, loss), the
+    cheapest arm of the gain/cost front whose mean separated MAP@R gain is within this many
+    points of the best arm's (None: no recommendation). ``notes``: a paragraph the report
+    prints under its title."""
 
     name: str
     ledger: Path
@@ -81,6 +84,7 @@ class StudyPlan:
     long_baseline: tuple[Path, str] | None = None
     arm_order: str = "steps"
     cost_axis: str = "step"
+    recommend_within: float | None = None
     notes: str = ""
 
     def runs(self, steps: Collection[int] | None = None) -> list[PlannedRun]:
@@ -178,7 +182,9 @@ def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
                        shape.text(long_baseline["arm"], "long_baseline: arm"))
         if long_baseline is not None else None,
         arm_order=str(data.get("arm_order", "steps")),
-        cost_axis=str(data.get("cost_axis", "step")), notes=str(data.get("notes", "")))
+        cost_axis=str(data.get("cost_axis", "step")),
+        recommend_within=_recommend_within(data.get("recommend_within"), path),
+        notes=str(data.get("notes", "")))
     _check_plan(plan, path)
     return plan
 
@@ -251,6 +257,15 @@ def _step_cost(spec: dict, arm: str, path: Path) -> float | None:
         raise ConfigError(f"study plan {path}: arm {arm!r}: step_cost must be a positive "
                           f"number of baseline steps, not {cost!r}")
     return float(cost)
+
+
+def _recommend_within(value: Any, path: Path) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"study plan {path}: recommend_within must be a number of MAP@R "
+                          f"points from 0, not {value!r}")
+    return float(value)
 
 
 def _check_plan(plan: StudyPlan, path: Path) -> None:

@@ -263,6 +263,40 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
+def recommended_point(points: dict[str, tuple[float, float]], within: float) -> str:
+    """Of ``{label: (cost, gain)}``, the label of the cheapest point whose gain is within
+    ``within`` of the best gain (inclusive; at equal cost the higher gain). That point is on
+    the Pareto front: a cheaper point as good would be within too."""
+    best = max(gain for _, gain in points.values())
+    eligible = [(cost, -gain, label) for label, (cost, gain) in points.items()
+                if gain >= best - within - 1e-9]
+    return min(eligible)[2]
+
+
+def recommendation_table(panels: dict[str, dict[str, tuple[float, float, int]]],
+                         within: float, baseline: str) -> str:
+    """One row per ``{"dataset, loss": {arm label: (cost, mean gain, seeds paired)}}``: the
+    front, the best arm and ``recommended_point`` among the baseline (label ``baseline``, gain
+    0) and the arms paired over the most seeds of the panel (an arm over fewer seeds is
+    another draw, not compared)."""
+    rows = ["| dataset, loss | seeds | gain/cost front | best | recommended |",
+            "|---|---|---|---|---|"]
+    for title, arms in panels.items():
+        seeds = max(count for label, (_, _, count) in arms.items() if label != baseline)
+        points = {label: (cost, gain) for label, (cost, gain, count) in arms.items()
+                  if count == seeds or label == baseline}
+        front = set(pareto_front(list(points.values())))
+        shown = {label: f"{label}: {format_step_cost(cost)}, {gain:+.2f}"
+                 for label, (cost, gain) in points.items()}
+        best = max(points, key=lambda label: (points[label][1], -points[label][0]))
+        rows.append(f"| {title} | {seeds} | "
+                    + "; ".join(shown[label] for label, point in
+                                sorted(points.items(), key=lambda item: item[1])
+                                if point in front)
+                    + f" | {shown[best]} | {shown[recommended_point(points, within)]} |")
+    return "\n".join(rows) + "\n"
+
+
 COST_AXIS_LABELS = {
     "step": "training step cost (baseline steps, measured)",
     "compute": "compute to the end of training (relative to SDM off's, paired by seed)",
@@ -385,6 +419,7 @@ def study_report(plan: StudyPlan, *, draw: bool = False) -> str:
         text += f"\n{plan.notes.strip()}\n"
     differences: dict[str, dict[str, dict]] = {}
     cost_panels: dict[str, dict[str, tuple]] = {}
+    seed_counts: dict[str, dict[str, int]] = {}
     for (dataset, loss), arms in groups.items():
         scores = {plan.arms[arm].label: {seed: e["scores"] for seed, e in per_seed.items()}
                   for arm, per_seed in arms.items()}
@@ -407,6 +442,7 @@ def study_report(plan: StudyPlan, *, draw: bool = False) -> str:
                     d[SEPARATED_MAP] for d in paired[label].values()]
                 mean, std = mean_and_std(gains)
                 cost_panels.setdefault(f"{dataset}, {loss}", {})[label] = (cost, mean, std)
+                seed_counts.setdefault(f"{dataset}, {loss}", {})[label] = len(gains)
     table = compute_table(plan, groups, costs) if groups else ""
     if table:
         cut_from = (f"`{plan.long_baseline[1]}` in `{plan.long_baseline[0].name}`"
@@ -432,4 +468,17 @@ def study_report(plan: StudyPlan, *, draw: bool = False) -> str:
                                    plan.cost_axis)
         against = "step cost" if plan.cost_axis == "step" else "compute to the end of training"
         text += f"\n![gain against {against}]({plan.name}_cost.png)\n"
+        if plan.recommend_within is not None:
+            panels = {title: {label: (cost, gain, seed_counts[title][label])
+                              for label, (cost, gain, _) in arms.items()}
+                      for title, arms in cost_panels.items()}
+            text += (f"\n## Recommended\n\nBy (dataset, loss): the cheapest arm of the gain/cost "
+                     f"front whose separated MAP@R gain over {plan.arms[plan.baseline].label} "
+                     f"is within {plan.recommend_within:g} points of the best arm's, each arm "
+                     f"at ({against}, mean gain over seeds). Only the arms run for the most "
+                     "seeds of the (dataset, loss) compete (seeds: how many); "
+                     f"{plan.arms[plan.baseline].label} itself is the recommendation where no "
+                     "arm gains more than that.\n\n"
+                     + recommendation_table(panels, plan.recommend_within,
+                                            plan.arms[plan.baseline].label))
     return text

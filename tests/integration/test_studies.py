@@ -26,6 +26,7 @@ from sdm.study_report import (
     compute_table,
     cost_point,
     pareto_front,
+    recommended_point,
     step_cost,
     training_compute,
     write_study_report,
@@ -81,6 +82,9 @@ def test_runs_go_seed_by_seed_within_a_step_and_each_run_once(tmp_path, cub_root
     ({"arms": {"off": {}, "late": {"step_cost": "7.7x"}}}, "step_cost must be a positive"),
     ({"arm_order": "alphabetical"}, "arm_order must be steps or declared, not 'alphabetical'"),
     ({"cost_axis": "wall"}, "cost_axis must be step or compute, not 'wall'"),
+    ({"recommend_within": -0.5}, "recommend_within must be a number of MAP@R points from 0, "
+                                 "not -0.5$"),
+    ({"recommend_within": "0.5"}, "recommend_within must be a number"),
     ({"arms": ["off", "late"]}, r"arms must be a mapping of names, not \['off', 'late'\]$"),
     ({"steps": [{"dataset": "cub", "arms": ["off"]}]}, "step 1 lacks loss$"),
     ({"steps": []}, r"steps must be a non-empty list, not \[\]$"),
@@ -238,6 +242,17 @@ def test_the_pareto_front_keeps_the_points_no_cheaper_point_beats():
     assert pareto_front(points) == [(1.0, 0.0), (1.5, 2.0), (6.0, 3.0)]
 
 
+def test_the_recommended_point_is_the_cheapest_within_the_margin_of_the_best_gain():
+    points = {"off": (1.0, 0.0), "pooled": (1.2, 0.6), "stage7": (1.3, 1.1),
+              "stage7 T16": (1.3, 1.3), "stage6": (1.7, 1.2), "paper": (7.7, 1.6)}
+    # best 1.6: within 0.5 are 1.1 and up; the cheapest is at 1.3, where 1.3 beats 1.1
+    assert recommended_point(points, 0.5) == "stage7 T16"
+    assert recommended_point(points, 0.3) == "stage7 T16"  # 1.3 = 1.6 - 0.3: inclusive
+    assert recommended_point(points, 0.2) == "paper"
+    assert recommended_point(points, 1.6) == "off"
+    assert recommended_point({"off": (1.0, 0.0), "late": (1.5, -0.4)}, 0.5) == "off"
+
+
 def test_best_validation_counts_epochs_0_to_the_cut_averaged_over_folds():
     run = {"validation": {"0": [[-1, 50.0], [0, 10.0], [1, 12.0], [2, 11.0], [3, 20.0]],
                           "1": [[-1, 50.0], [0, 14.0], [1, 13.0], [2, 16.0], [3, 15.0]]}}
@@ -266,6 +281,7 @@ def test_report_pairs_by_seed_and_cuts_the_baseline_at_each_arms_compute(tmp_pat
     text = write_study_report(plan)
     # late - off: 2 and 4 -> 3.00 ± 1.41 (separated and concatenated alike)
     assert "| SDM at block4 | 2 | 3.00 ± 1.41 | 3.00 ± 1.41 | 3.00 ± 1.41 |" in text
+    assert "## Recommended" not in text  # the plan asks for none
     table = compute_table(plan, groups, COSTS)
     # late: 1.5x, 4 epochs, best epoch 3, 150 steps to best, 4 x 50 x 1.5 = 300 baseline
     # steps, 100 s as the baseline's (1.0x); validation 8 against the baseline's 7 within 6
@@ -274,6 +290,34 @@ def test_report_pairs_by_seed_and_cuts_the_baseline_at_each_arms_compute(tmp_pat
             "150 ± 0 | 300 ± 0 | 100 ± 0 | 1.0x | 8.00 ± 0.00 | 7.00 ± 0.00 | 1.00 ± 0.00 |"
             ) in table
     assert (tmp_path / "results" / "tiny_cost.png").is_file()
+
+
+@pytest.mark.parametrize(("within", "recommended"), [
+    (0.5, "SDM at stem: 6.00x, +4.00"), (1.0, "SDM at block4: 1.50x, +3.00"),
+    (4.0, "SDM off: 1.00x, +0.00")])
+def test_the_report_recommends_among_the_arms_with_the_most_seeds(tmp_path, cub_root, within,
+                                                                   recommended):
+    arms = {"off": {"label": "SDM off"},
+            "late": {"label": "SDM at block4", "layers": ["on.yaml"]},
+            "paper": {"label": "SDM at stem", "layers": ["on.yaml"]},
+            "once": {"label": "SDM at stem, one seed", "layers": ["on.yaml"]}}
+    steps = [{"dataset": "cub", "loss": "ms", "arms": ["off", "late", "paper"]},
+             {"dataset": "cub", "loss": "ms", "arms": ["once"], "seeds": [0]}]
+    plan = load_plan(write_plan(tmp_path, cub_root, step_costs="costs.json", arms=arms,
+                                steps=steps, recommend_within=within), tmp_path)
+    (tmp_path / "costs.json").write_text(json.dumps(COSTS))
+    # gains paired by seed: block4 (1.5x) 2 and 4, stem (6x) 3.5 and 4.5, one seed 9
+    ledger = {}
+    for seed, (off, late, paper) in enumerate([(10.0, 12.0, 13.5), (11.0, 15.0, 15.5)]):
+        ledger[run_name("cub", "ms", "off", seed)] = entry("off", seed, off, enabled=False)
+        ledger[run_name("cub", "ms", "late", seed)] = entry("late", seed, late, point="block4")
+        ledger[run_name("cub", "ms", "paper", seed)] = entry("paper", seed, paper)
+    ledger[run_name("cub", "ms", "once", 0)] = entry("once", 0, 19.0)
+    plan.ledger.parent.mkdir(parents=True)
+    plan.ledger.write_text(json.dumps(ledger))
+    text = write_study_report(plan)
+    assert (f"| cub, ms | 2 | SDM off: 1.00x, +0.00; SDM at block4: 1.50x, +3.00; SDM at stem: "
+            f"6.00x, +4.00 | SDM at stem: 6.00x, +4.00 | {recommended} |") in text
 
 
 @pytest.mark.parametrize("plan_file", sorted(
