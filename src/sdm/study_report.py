@@ -273,18 +273,28 @@ def recommended_point(points: dict[str, tuple[float, float]], within: float) -> 
     return min(eligible)[2]
 
 
-def recommendation_table(panels: dict[str, dict[str, tuple[float, float, int]]],
-                         within: float, baseline: str) -> str:
-    """One row per ``{"dataset, loss": {arm label: (cost, mean gain, seeds paired)}}``: the
-    front, the best arm and ``recommended_point`` among the baseline (label ``baseline``, gain
-    0) and the arms paired over the most seeds of the panel (an arm over fewer seeds is
-    another draw, not compared)."""
+CostPoint = tuple[float, float, float | None, int]  # cost, mean gain, its std, seeds paired
+
+
+def compared_arms(arms: dict[str, CostPoint], baseline: str) -> list[str]:
+    """The labels of ``{label: CostPoint}`` that the gain/cost front and the recommendation
+    compare: the baseline (label ``baseline``, gain 0) and the arms paired over the most seeds
+    (an arm over fewer seeds is another draw of the seeds, not comparable)."""
+    seeds = max((count for label, (*_, count) in arms.items() if label != baseline), default=0)
+    return [label for label, (*_, count) in arms.items()
+            if label == baseline or count == seeds]
+
+
+def recommendation_table(panels: dict[str, dict[str, CostPoint]], within: float,
+                         baseline: str) -> str:
+    """One row per ``{"dataset, loss": {arm label: CostPoint}}``: of its ``compared_arms``,
+    the gain/cost front, the best arm and ``recommended_point``."""
     rows = ["| dataset, loss | seeds | gain/cost front | best | recommended |",
             "|---|---|---|---|---|"]
     for title, arms in panels.items():
-        seeds = max(count for label, (_, _, count) in arms.items() if label != baseline)
-        points = {label: (cost, gain) for label, (cost, gain, count) in arms.items()
-                  if count == seeds or label == baseline}
+        compared = compared_arms(arms, baseline)
+        points = {label: arms[label][:2] for label in compared}
+        seeds = max(arms[label][3] for label in compared if label != baseline)
         front = set(pareto_front(list(points.values())))
         shown = {label: f"{label}: {format_step_cost(cost)}, {gain:+.2f}"
                  for label, (cost, gain) in points.items()}
@@ -303,29 +313,37 @@ COST_AXIS_LABELS = {
 }
 
 
-def plot_gain_against_cost(panels: dict[str, dict[str, tuple[float, float, float | None]]],
-                           path: Path, cost_axis: str = "step") -> None:
-    """One panel per ``{title: {arm label: (cost, mean gain, std or None)}}``: each arm a
-    point with its spread over seeds, the Pareto front as a line; log-scale cost axis, which
-    is the step cost or the relative compute (``cost_axis``, see ``cost_point``)."""
+def plot_gain_against_cost(panels: dict[str, dict[str, CostPoint]], path: Path,
+                           baseline: str, cost_axis: str = "step") -> None:
+    """One panel per ``{title: {arm label: CostPoint}}``, two to a row: each arm a point with
+    its spread over seeds, the Pareto front of the ``compared_arms`` as a line and the arms
+    over fewer seeds hollow; log-scale cost axis, which is the step cost or the relative
+    compute (``cost_axis``, see ``cost_point``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2),
+    columns = min(2, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.6 * rows),
                                 squeeze=False)
-    for axis, (title, arms) in zip(axes[0], panels.items(), strict=True):
-        for label, (cost, gain, std) in arms.items():
-            axis.errorbar(cost, gain, yerr=0 if std is None else std, fmt="o", capsize=3)
+    for axis, (title, arms) in zip(axes.flat, panels.items(), strict=False):
+        compared = compared_arms(arms, baseline)
+        for label, (cost, gain, std, _) in arms.items():
+            drawn = axis.errorbar(cost, gain, yerr=0 if std is None else std, fmt="o",
+                                  capsize=3)
+            if label not in compared:
+                drawn.lines[0].set_markerfacecolor("none")
             axis.annotate(label, (cost, gain), fontsize=7, xytext=(4, 3),
                           textcoords="offset points")
-        front = pareto_front([(cost, gain) for cost, gain, _ in arms.values()])
+        front = pareto_front([arms[label][:2] for label in compared])
         axis.plot(*zip(*front, strict=True), color="gray", linestyle="--", linewidth=1,
-                  label="Pareto front")
+                  label="Pareto front" if len(compared) == len(arms)
+                  else "Pareto front (hollow: fewer seeds, not on it)")
         axis.axhline(0, color="black", linewidth=0.8)
         axis.set_xscale("log")
-        costs = [cost for cost, _, _ in arms.values()]
+        costs = [cost for cost, *_ in arms.values()]
         ticks = [t for t in (0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4, 6, 8, 12, 16, 32)
                  if min(costs) / 1.1 <= t <= max(costs) * 1.1]
         axis.set_xticks(ticks, [f"{t:g}x" for t in ticks])
@@ -334,6 +352,8 @@ def plot_gain_against_cost(panels: dict[str, dict[str, tuple[float, float, float
         axis.set_ylabel("separated MAP@R − SDM off (points)")
         axis.set_title(title, fontsize=9)
         axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
     figure.tight_layout()
     storage.save_figure(figure, path)
 
@@ -418,8 +438,7 @@ def study_report(plan: StudyPlan, *, draw: bool = False) -> str:
     if plan.notes:
         text += f"\n{plan.notes.strip()}\n"
     differences: dict[str, dict[str, dict]] = {}
-    cost_panels: dict[str, dict[str, tuple]] = {}
-    seed_counts: dict[str, dict[str, int]] = {}
+    cost_panels: dict[str, dict[str, CostPoint]] = {}
     for (dataset, loss), arms in groups.items():
         scores = {plan.arms[arm].label: {seed: e["scores"] for seed, e in per_seed.items()}
                   for arm, per_seed in arms.items()}
@@ -441,8 +460,8 @@ def study_report(plan: StudyPlan, *, draw: bool = False) -> str:
                 gains = [0.0] if arm == plan.baseline else [
                     d[SEPARATED_MAP] for d in paired[label].values()]
                 mean, std = mean_and_std(gains)
-                cost_panels.setdefault(f"{dataset}, {loss}", {})[label] = (cost, mean, std)
-                seed_counts.setdefault(f"{dataset}, {loss}", {})[label] = len(gains)
+                cost_panels.setdefault(f"{dataset}, {loss}", {})[label] = (
+                    cost, mean, std, len(gains))
     table = compute_table(plan, groups, costs) if groups else ""
     if table:
         cut_from = (f"`{plan.long_baseline[1]}` in `{plan.long_baseline[0].name}`"
@@ -465,13 +484,10 @@ def study_report(plan: StudyPlan, *, draw: bool = False) -> str:
     if plan.step_costs is not None and cost_panels:
         if draw:
             plot_gain_against_cost(cost_panels, output / f"{plan.name}_cost.png",
-                                   plan.cost_axis)
+                                   plan.arms[plan.baseline].label, plan.cost_axis)
         against = "step cost" if plan.cost_axis == "step" else "compute to the end of training"
         text += f"\n![gain against {against}]({plan.name}_cost.png)\n"
         if plan.recommend_within is not None:
-            panels = {title: {label: (cost, gain, seed_counts[title][label])
-                              for label, (cost, gain, _) in arms.items()}
-                      for title, arms in cost_panels.items()}
             text += (f"\n## Recommended\n\nBy (dataset, loss): the cheapest arm of the gain/cost "
                      f"front whose separated MAP@R gain over {plan.arms[plan.baseline].label} "
                      f"is within {plan.recommend_within:g} points of the best arm's, each arm "
@@ -479,6 +495,6 @@ def study_report(plan: StudyPlan, *, draw: bool = False) -> str:
                      "seeds of the (dataset, loss) compete (seeds: how many); "
                      f"{plan.arms[plan.baseline].label} itself is the recommendation where no "
                      "arm gains more than that.\n\n"
-                     + recommendation_table(panels, plan.recommend_within,
+                     + recommendation_table(cost_panels, plan.recommend_within,
                                             plan.arms[plan.baseline].label))
     return text

@@ -23,6 +23,7 @@ from sdm.study_report import (
     baseline_cut,
     best_validation,
     collect,
+    compared_arms,
     compute_table,
     cost_point,
     pareto_front,
@@ -251,6 +252,13 @@ def test_the_recommended_point_is_the_cheapest_within_the_margin_of_the_best_gai
     assert recommended_point(points, 0.2) == "paper"
     assert recommended_point(points, 1.6) == "off"
     assert recommended_point({"off": (1.0, 0.0), "late": (1.5, -0.4)}, 0.5) == "off"
+
+
+def test_the_front_compares_the_baseline_and_the_arms_over_the_most_seeds():
+    arms = {"off": (1.0, 0.0, None, 1), "late": (1.3, 1.2, 0.4, 3), "sweep": (1.5, 2.0, None, 1),
+            "paper": (7.7, 1.6, 0.3, 3)}
+    assert compared_arms(arms, "off") == ["off", "late", "paper"]
+    assert compared_arms({"off": arms["off"], "sweep": arms["sweep"]}, "off") == ["off", "sweep"]
 
 
 def test_best_validation_counts_epochs_0_to_the_cut_averaged_over_folds():
