@@ -346,7 +346,11 @@ def plot_gain_against_cost(panels: dict[str, dict[str, CostPoint]], path: Path,
         costs = [cost for cost, *_ in arms.values()]
         ticks = [t for t in (0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4, 6, 8, 12, 16, 32)
                  if min(costs) / 1.1 <= t <= max(costs) * 1.1]
-        axis.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+        labels = [f"{t:g}x" for t in ticks]
+        if len(ticks) < 2:  # a narrow range: its ends
+            ticks = sorted({min(costs), max(costs)})
+            labels = [f"{t:.2f}x" for t in ticks]
+        axis.set_xticks(ticks, labels)
         axis.minorticks_off()
         axis.set_xlabel(COST_AXIS_LABELS[cost_axis])
         axis.set_ylabel("separated MAP@R − SDM off (points)")
