@@ -150,7 +150,9 @@ def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
         arms[name] = Arm(name, str(spec.get("label", name)),
                          layers(spec.get("layers"), f"{where}: layers"),
                          tuple(shape.texts(spec.get("overrides"), f"{where}: overrides")),
-                         _step_cost(spec, name, path))
+                         shape.number(spec.get("step_cost"), f"{where}: step_cost",
+                                      "a positive number of baseline steps", low=0.0,
+                                      low_allowed=False))
     default_seeds = shape.seeds(data.get("seeds", [0]), "seeds")
     steps = []
     for number, step in enumerate(shape.sequence(data["steps"], "steps"), start=1):
@@ -183,7 +185,9 @@ def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
         if long_baseline is not None else None,
         arm_order=str(data.get("arm_order", "steps")),
         cost_axis=str(data.get("cost_axis", "step")),
-        recommend_within=_recommend_within(data.get("recommend_within"), path),
+        recommend_within=shape.number(data.get("recommend_within"), "recommend_within",
+                                      "a number of MAP@R points from 0", low=0.0,
+                                      low_allowed=True),
         notes=str(data.get("notes", "")))
     _check_plan(plan, path)
     return plan
@@ -241,31 +245,23 @@ class _Shape:
             raise self.fail(where, "a list of strings", value)
         return [self.text(item, where) for item in value]
 
+    def number(self, value: Any, where: str, expected: str, *, low: float,
+               low_allowed: bool) -> float | None:
+        """A number above ``low`` (or equal to it when ``low_allowed``); None: absent."""
+        if value is None:
+            return None
+        if (isinstance(value, bool) or not isinstance(value, int | float) or value < low
+                or (value == low and not low_allowed)):
+            raise ConfigError(f"study plan {self.path}: {where} must be {expected}, not "
+                              f"{value!r}")
+        return float(value)
+
     def seeds(self, value: Any, where: str) -> tuple[int, ...]:
         if not isinstance(value, list) or not value or not all(
                 isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0
                 for seed in value):
             raise self.fail(where, "a non-empty list of seeds (integers from 0)", value)
         return tuple(value)
-
-
-def _step_cost(spec: dict, arm: str, path: Path) -> float | None:
-    cost = spec.get("step_cost")
-    if cost is None:
-        return None
-    if isinstance(cost, bool) or not isinstance(cost, int | float) or cost <= 0:
-        raise ConfigError(f"study plan {path}: arm {arm!r}: step_cost must be a positive "
-                          f"number of baseline steps, not {cost!r}")
-    return float(cost)
-
-
-def _recommend_within(value: Any, path: Path) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"study plan {path}: recommend_within must be a number of MAP@R "
-                          f"points from 0, not {value!r}")
-    return float(value)
 
 
 def _check_plan(plan: StudyPlan, path: Path) -> None:

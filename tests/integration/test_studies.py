@@ -81,6 +81,8 @@ def test_runs_go_seed_by_seed_within_a_step_and_each_run_once(tmp_path, cub_root
     ({"arms": {"off": {"layers": ["missing.yaml"]}, "late": {}}}, "missing.yaml does not exist"),
     ({"arms": {"off": {}, "late": {"step_cost": 0}}}, "'late': step_cost must be a positive"),
     ({"arms": {"off": {}, "late": {"step_cost": "7.7x"}}}, "step_cost must be a positive"),
+    ({"arms": {"off": {}, "late": {"step_cost": True}}},
+     "arm 'late': step_cost must be a positive number of baseline steps, not True$"),
     ({"arm_order": "alphabetical"}, "arm_order must be steps or declared, not 'alphabetical'"),
     ({"cost_axis": "wall"}, "cost_axis must be step or compute, not 'wall'"),
     ({"recommend_within": -0.5}, "recommend_within must be a number of MAP@R points from 0, "
