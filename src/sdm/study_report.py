@@ -276,11 +276,17 @@ def recommended_point(points: dict[str, tuple[float, float]], within: float) -> 
 CostPoint = tuple[float, float, float | None, int]  # cost, mean gain, its std, seeds paired
 
 
+def compared_seeds(arms: dict[str, CostPoint], baseline: str) -> int:
+    """The most seeds any arm of ``{label: CostPoint}`` but the baseline is paired over."""
+    return max((count for label, (*_, count) in arms.items() if label != baseline), default=0)
+
+
 def compared_arms(arms: dict[str, CostPoint], baseline: str) -> list[str]:
     """The labels of ``{label: CostPoint}`` that the gain/cost front and the recommendation
-    compare: the baseline (label ``baseline``, gain 0) and the arms paired over the most seeds
-    (an arm over fewer seeds is another draw of the seeds, not comparable)."""
-    seeds = max((count for label, (*_, count) in arms.items() if label != baseline), default=0)
+    compare: the baseline (label ``baseline``, gain 0) and the arms paired over
+    ``compared_seeds`` (an arm over fewer seeds is another draw of the seeds, not
+    comparable)."""
+    seeds = compared_seeds(arms, baseline)
     return [label for label, (*_, count) in arms.items()
             if label == baseline or count == seeds]
 
@@ -294,7 +300,7 @@ def recommendation_table(panels: dict[str, dict[str, CostPoint]], within: float,
     for title, arms in panels.items():
         compared = compared_arms(arms, baseline)
         points = {label: arms[label][:2] for label in compared}
-        seeds = max(arms[label][3] for label in compared if label != baseline)
+        seeds = compared_seeds(arms, baseline)
         front = set(pareto_front(list(points.values())))
         shown = {label: f"{label}: {format_step_cost(cost)}, {gain:+.2f}"
                  for label, (cost, gain) in points.items()}
