@@ -6,9 +6,9 @@ MAP@R. Every trial is an ordinary experiment folder ``<experiments_root>/<study>
 an Optuna storage: an SQLite file in the study folder by default, or any URL Optuna takes
 (``postgresql://...`` for several machines). Trials keep a heartbeat; one whose process died
 (SIGKILL, power loss) is marked failed once its heartbeat is older than the grace period, and
-is retried once with the same parameters (``RetryFailedTrialCallback``); completed trials are
-never run again. ``trials`` is the number of finished (complete or pruned) trials the study
-should reach: a rerun runs only what is missing.
+is retried once with the same parameters (``RetryHeartbeatStaleTrialCallback``); completed
+trials are never run again. ``trials`` is the number of finished (complete or pruned) trials
+the study should reach: a rerun runs only what is missing.
 
 After the search the study folder holds ``best.yaml`` (the best trial's complete config, named
 ``<study>_best``, ready for ``sdm train``), ``trials.csv``, plots, and the best trial is
@@ -36,7 +36,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from sdm import constants as C
@@ -87,9 +87,10 @@ def storage_url(request: TuneRequest, folder: Path) -> str:
 def open_storage(url: str, heartbeat_seconds: int) -> RDBStorage:
     """Optuna's RDB storage with trial heartbeats and one retry of a trial that died."""
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    retry_once = RetryHeartbeatStaleTrialCallback(max_retry=1)
     return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_seconds,
                       grace_period=2 * heartbeat_seconds,
-                      heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
+                      heartbeat_stale_trial_callback=retry_once)
 
 
 def run_tune(request: TuneRequest) -> dict[str, Any]:
