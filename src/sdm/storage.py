@@ -125,8 +125,21 @@ def git_revision(folder: str | Path = ".") -> str:
     return commit + ("+dirty" if dirty else "")
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def run_info(seed: int) -> dict[str, Any]:
-    """Seed, package versions, Python, platform and git state, for the run's record."""
+    """Seed, package versions, Python, platform, CPU and PyTorch's thread count (another count
+    rounds differently, so the same seed can end elsewhere), CUDA and git state, for the
+    record of the run's latest invocation."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -138,6 +151,8 @@ def run_info(seed: int) -> dict[str, Any]:
         "packages": versions,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "torch_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "git": git_revision(Path(__file__).parent),
         "command": sys.argv,

@@ -47,7 +47,14 @@ def test_csv_columns_are_the_union_of_the_rows_keys(tmp_path):
 
 
 def test_run_info_has_seed_versions_and_git():
-    info = storage.run_info(seed=11)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        info = storage.run_info(seed=11)
+    finally:
+        torch.set_num_threads(threads)
     assert info["seed"] == 11
+    assert info["torch_threads"] == 1
+    assert info["cpu"]
     assert info["packages"]["torch"].startswith("2.14.1")
     assert info["git"] == "unknown" or len(info["git"].split("+")[0]) == 40
