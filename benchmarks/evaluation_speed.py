@@ -16,7 +16,6 @@ mainly for peak memory. Every method runs in its own subprocess, so peak RSS
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sdm import storage
 from sdm.constants import METRIC_NAMES
 
 RETRIEVAL_METRICS = "retrieval_metrics"
@@ -154,12 +154,9 @@ def describe_machine() -> str:
     import pytorch_metric_learning
     import torch
 
-    with open("/proc/cpuinfo") as cpuinfo:
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-    cpu = names[0] if names else platform.machine()
     return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} "
-        f"threads), faiss {faiss.__version__}, pytorch-metric-learning "
+        f"{storage.cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), faiss {faiss.__version__}, pytorch-metric-learning "
         f"{pytorch_metric_learning.__version__}, load average {os.getloadavg()[0]:.1f}"
     )
 
