@@ -151,8 +151,8 @@ def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
                          layers(spec.get("layers"), f"{where}: layers"),
                          tuple(shape.texts(spec.get("overrides"), f"{where}: overrides")),
                          shape.number(spec.get("step_cost"), f"{where}: step_cost",
-                                      "a positive number of baseline steps", low=0.0,
-                                      low_allowed=False))
+                                      "a positive number of baseline steps",
+                                      zero_allowed=False))
     default_seeds = shape.seeds(data.get("seeds", [0]), "seeds")
     steps = []
     for number, step in enumerate(shape.sequence(data["steps"], "steps"), start=1):
@@ -186,8 +186,8 @@ def load_plan(path: str | Path, root: str | Path = ".") -> StudyPlan:
         arm_order=str(data.get("arm_order", "steps")),
         cost_axis=str(data.get("cost_axis", "step")),
         recommend_within=shape.number(data.get("recommend_within"), "recommend_within",
-                                      "a number of MAP@R points from 0", low=0.0,
-                                      low_allowed=True),
+                                      "a number of MAP@R points from 0",
+                                      zero_allowed=True),
         notes=str(data.get("notes", "")))
     _check_plan(plan, path)
     return plan
@@ -245,13 +245,13 @@ class _Shape:
             raise self.fail(where, "a list of strings", value)
         return [self.text(item, where) for item in value]
 
-    def number(self, value: Any, where: str, expected: str, *, low: float,
-               low_allowed: bool) -> float | None:
-        """A number above ``low`` (or equal to it when ``low_allowed``); None: absent."""
+    def number(self, value: Any, where: str, expected: str, *,
+               zero_allowed: bool) -> float | None:
+        """A number above 0 (or 0 itself when ``zero_allowed``); None: absent."""
         if value is None:
             return None
-        if (isinstance(value, bool) or not isinstance(value, int | float) or value < low
-                or (value == low and not low_allowed)):
+        if (isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+                or (value == 0 and not zero_allowed)):
             raise ConfigError(f"study plan {self.path}: {where} must be {expected}, not "
                               f"{value!r}")
         return float(value)
